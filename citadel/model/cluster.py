@@ -1,0 +1,238 @@
+"""The typed inventory: one `Cluster`, validated once before anything connects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
+
+from pydantic import Field
+
+from citadel import components as comp
+from citadel.components import BASE_ROLE, ORDER, ROLE_COMPONENTS
+from citadel.model.common import ADMINS, ANY, ComponentConfig, Name, Port, PortNumber, StrictModel
+
+Role = Literal["gpu", "model", "postgres", "redis", "qdrant", "gateway", "monitoring", "webui"]
+
+
+class ClusterMeta(StrictModel):
+    name: Name
+    environment: Literal["production", "staging", "dev", "lab"]
+    subnet: IPv4Network
+
+
+class SshSettings(StrictModel):
+    user: str = "root"
+    port: PortNumber = 22
+    key_file: str | None = None
+    known_hosts_file: str | None = None
+    strict_host_key_checking: bool = True
+
+
+class Artifacts(StrictModel):
+    """Where pinned artifacts come from: their upstream URL, or a mirror holding the same files."""
+
+    mirror: str | None = None
+    cache_dir: str = "/var/cache/citadel/artifacts"
+
+
+class Host(StrictModel):
+    name: Name
+    address: IPv4Address
+    roles: list[Role] = Field(default_factory=list)
+    # One section per component the host's roles bring (group data merged with host values).
+    base: comp.base.Config = comp.base.Config()
+    firewall: comp.firewall.Config = comp.firewall.Config()
+    node_exporter: comp.node_exporter.Config = comp.node_exporter.Config()
+    nvidia: comp.nvidia.Config | None = None
+    gpu_exporter: comp.gpu_exporter.Config | None = None
+    model: comp.model_server.Config | None = None
+    postgres: comp.postgres.Config | None = None
+    postgres_exporter: comp.postgres_exporter.Config | None = None
+    redis: comp.redis.Config | None = None
+    redis_exporter: comp.redis_exporter.Config | None = None
+    qdrant: comp.qdrant.Config | None = None
+    gateway: comp.gateway.Config | None = None
+    edge_tls: comp.edge_tls.Config | None = None
+    prometheus: comp.prometheus.Config | None = None
+    grafana: comp.grafana.Config | None = None
+    webui: comp.webui.Config | None = None
+
+    @property
+    def all_roles(self) -> list[str]:
+        return [BASE_ROLE, *self.roles]
+
+    def sections(self) -> Iterator[tuple[str, ComponentConfig]]:
+        """Every component section this host carries, skipped ones included, in converge order."""
+        wanted = {s for role in self.all_roles for s in ROLE_COMPONENTS[role]}
+        for section in ORDER:
+            config = getattr(self, section)
+            if section in wanted and config is not None:
+                yield section, config
+
+    def components(self) -> Iterator[tuple[str, ComponentConfig]]:
+        """The component sections that converge on this host (not skipped)."""
+        return ((s, c) for s, c in self.sections() if c.skip is None)
+
+    def ports(self) -> list[tuple[str, Port]]:
+        return [(s, p) for s, c in self.components() for p in c.ports()]
+
+
+class Cluster(StrictModel):
+    cluster: ClusterMeta
+    ssh: SshSettings = SshSettings()
+    artifacts: Artifacts = Artifacts()
+    secrets_file: str | None = None
+    hosts: list[Host] = Field(min_length=1)
+
+    # -- lookups ----------------------------------------------------------------------------
+    def host(self, name_or_address: str) -> Host:
+        for h in self.hosts:
+            if name_or_address in (h.name, str(h.address)):
+                return h
+        known = ", ".join(h.name for h in self.hosts)
+        raise KeyError(f"no host {name_or_address!r} in the inventory (hosts: {known})")
+
+    def with_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.all_roles]
+
+    def resolve(self, ref: str) -> list[Host]:
+        """A reference names a host or a role; resolve it to hosts (empty when unknown)."""
+        by_name = [h for h in self.hosts if h.name == ref]
+        return by_name or self.with_role(ref)
+
+    def is_known_ref(self, ref: str) -> bool:
+        return any(h.name == ref for h in self.hosts) or ref in ROLE_COMPONENTS
+
+    def model_hosts(self, api: str | None = None) -> list[Host]:
+        return [
+            h
+            for h in self.with_role("model")
+            if h.model is not None and (api is None or h.model.api == api)
+        ]
+
+    def port_clients(self, host: Host, port: Port) -> list[IPv4Address] | Literal["any", "admins"]:
+        """Addresses allowed to reach a port; the firewall opens exactly these."""
+        if port.clients == ANY or port.clients == ADMINS:
+            return port.clients
+        seen: dict[IPv4Address, None] = {}
+        for ref in port.clients:
+            for h in self.resolve(ref):
+                if h.name != host.name:
+                    seen[h.address] = None
+        return list(seen)
+
+    def required_secrets(self, host: Host) -> dict[str, str]:
+        """Secret name -> the component on this host that uses it."""
+        needed: dict[str, str] = {}
+        for section, config in host.components():
+            for name in config.secrets():
+                needed.setdefault(name, section)
+        if (
+            host.gateway
+            and host.gateway.skip is None
+            and any(h.model and h.model.engine == "vllm" for h in self.model_hosts())
+        ):
+            needed.setdefault("model_api_key", "gateway")
+        return needed
+
+    # -- cross-field rules --------------------------------------------------------------------
+    def check(self) -> list[tuple[str, str]]:
+        """Rules no single field can check. Returns (dotted path, problem) pairs."""
+        problems: list[tuple[str, str]] = []
+        problems += self._check_unique_hosts()
+        problems += self._check_ports()
+        problems += self._check_references()
+        problems += self._check_roles()
+        return problems
+
+    def _check_unique_hosts(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        first_name: dict[str, int] = {}
+        first_addr: dict[IPv4Address, int] = {}
+        subnet = self.cluster.subnet
+        for i, h in enumerate(self.hosts):
+            if h.name in first_name:
+                out.append((f"hosts[{i}].name", f"duplicate of hosts[{first_name[h.name]}]"))
+            first_name.setdefault(h.name, i)
+            if h.address in first_addr:
+                out.append((f"hosts[{i}].address", f"duplicate of hosts[{first_addr[h.address]}]"))
+            first_addr.setdefault(h.address, i)
+            if h.address not in subnet:
+                out.append(
+                    (f"hosts[{i}].address", f"{h.address} is outside cluster.subnet {subnet}")
+                )
+            elif h.address in (subnet.network_address, subnet.broadcast_address):
+                out.append(
+                    (f"hosts[{i}].address", f"{h.address} is not a host address of {subnet}")
+                )
+        return out
+
+    def _check_ports(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for i, h in enumerate(self.hosts):
+            used: dict[tuple[str, int], str] = {}
+            for section, port in h.ports():
+                key = (port.proto, port.number)
+                if key in used:
+                    out.append(
+                        (
+                            f"hosts[{i}].{section}.{port.field or 'port'}",
+                            f"port {port.number}/{port.proto} of {port.service} is already used by "
+                            f"{used[key]} on {h.name}",
+                        )
+                    )
+                else:
+                    used[key] = port.service
+        return out
+
+    def _check_references(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for i, h in enumerate(self.hosts):
+            for section, config in h.components():
+                for field, refs in config.references().items():
+                    for j, ref in enumerate(refs):
+                        if not self.is_known_ref(ref):
+                            out.append(
+                                (
+                                    f"hosts[{i}].{section}.{field}[{j}]",
+                                    f"{ref!r} is neither a host nor a role of this inventory",
+                                )
+                            )
+        return out
+
+    def _check_roles(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        served: dict[str, tuple[int, str]] = {}
+        for i, h in enumerate(self.hosts):
+            if h.model is not None:
+                prev = served.get(h.model.served_name)
+                if prev and prev[1] != h.model.api:
+                    out.append(
+                        (
+                            f"hosts[{i}].model.api",
+                            f"{h.model.served_name} is served as {prev[1]} by hosts[{prev[0]}]",
+                        )
+                    )
+                served.setdefault(h.model.served_name, (i, h.model.api))
+            if h.gateway is not None:
+                auth = h.gateway.auth
+                if (auth.jwks_url is None) == (auth.public_key_file is None):
+                    out.append(
+                        (
+                            f"hosts[{i}].gateway.auth",
+                            "set exactly one of jwks_url and public_key_file",
+                        )
+                    )
+                if h.gateway.skip is None and not self.model_hosts():
+                    out.append(
+                        (f"hosts[{i}].roles", "a gateway needs at least one host with role model")
+                    )
+            if h.firewall.skip is None and not h.firewall.admin_networks:
+                out.append(
+                    (
+                        f"hosts[{i}].firewall.admin_networks",
+                        "empty: the firewall would close SSH to everyone",
+                    )
+                )
+        return out
