@@ -168,7 +168,8 @@ def _read_group_data(group_dir: Path, sources: _Sources, problems: list[Problem]
                     Problem(
                         label,
                         str(section),
-                        f"not a section of role {role!r} (expected: {', '.join(ROLE_COMPONENTS[role])})",
+                        f"not a section of role {role!r} "
+                        f"(expected: {', '.join(ROLE_COMPONENTS[role])})",
                     )
                 )
             elif not isinstance(value, dict):
@@ -285,7 +286,7 @@ def _merge_sections(
         held = [BASE_ROLE, *known_roles]
         sections = {s for r in held for s in ROLE_COMPONENTS[r]}
         host = {k: v for k, v in raw.items() if k in ("name", "address", "roles")}
-        for key, value in raw.items():
+        for key in raw:
             if key in ("name", "address", "roles"):
                 continue
             if key in sections:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets as _random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import yaml
@@ -27,7 +27,7 @@ class SecretStore(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._values[name]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""YAML reading that turns every failure into a Problem (no tracebacks) and rejects duplicate keys."""
+"""YAML reading: every failure becomes a Problem (no traceback); duplicate keys are errors."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -13,8 +13,8 @@ SecretName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 
 # Who may connect to a port: everyone, the admin networks, or named hosts/roles.
-ANY = "any"
-ADMINS = "admins"
+ANY: Literal["any"] = "any"
+ADMINS: Literal["admins"] = "admins"
 
 
 class StrictModel(BaseModel):
