@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from citadel.errors import CitadelError, InventoryError
+from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
 from citadel.render import render_host, write_preview
 
@@ -45,8 +46,15 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from citadel.lab import main as lab_main
 
     loaded = load_cluster(args.inventory)
+    if loaded.cluster.cluster.environment != "lab":
+        raise CitadelError(f"{args.inventory} is not a lab inventory (cluster.environment)")
+    lab_args = [a for a in args.lab_args]
+    if lab_args[:1] == ["up"]:
+        added = ensure_lab_secrets(loaded.cluster)
+        if added:
+            print(f"lab secrets generated: {', '.join(added)} -> {loaded.cluster.secrets_file}")
     hosts = [LabHost(h.name, str(h.address)) for h in loaded.cluster.hosts]
-    return lab_main(list(args.lab_args), hosts)
+    return lab_main(lab_args, hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,11 @@ from citadel.components import MODULES
 from citadel.errors import CitadelError
 from citadel.model.cluster import Cluster, Host
 from citadel.model.common import ComponentConfig
+from citadel.model.files import FileSpec
 from citadel.secrets import MASK, MaskedSecrets, SecretStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file a component writes on a host."""
-
-    dest: str
-    template: str  # relative to templates/, e.g. "redis/redis.conf.j2"
-    mode: str = "0644"
-    user: str = "root"
-    group: str = "root"
-    # True when the content holds a secret: never shown in diffs or previews unmasked.
-    secret: bool = False
-    # A command that checks the rendered file before it goes live; "{path}" is the candidate.
-    validate: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.render import HostView
 
 
 class Config(ComponentConfig):
@@ -12,3 +18,12 @@ class Config(ComponentConfig):
         return [
             Port(service="node_exporter", number=self.port, clients=("monitoring",), field="port")
         ]
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    return [
+        FileSpec(
+            dest="/etc/default/prometheus-node-exporter",
+            template="node_exporter/prometheus-node-exporter.default.j2",
+        )
+    ]

@@ -1,0 +1,49 @@
+"""Prometheus node exporter: Debian's package, listening on the host's own address.
+
+The reference component: copy this shape (install / configure / activate + apply) for a new one.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, systemd
+from pyinfra.operations.util import any_changed
+
+from citadel.components.node_exporter import Config
+from deploys._context import DeployContext
+from deploys._files import put_files
+
+SERVICE = "prometheus-node-exporter"
+
+
+@deploy("node_exporter: install")
+def install(ctx: DeployContext, cfg: Config) -> None:
+    apt.packages(
+        name="Install prometheus-node-exporter",
+        packages=[SERVICE],
+        no_recommends=True,
+        cache_time=3600,
+        update=True,
+    )
+
+
+@deploy("node_exporter: configure")
+def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+    return put_files(ctx.files("node_exporter"))
+
+
+@deploy("node_exporter: activate")
+def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+    systemd.service(
+        name=f"Restart {SERVICE} (config changed)",
+        service=SERVICE,
+        restarted=True,
+        _if=any_changed(*changed),
+    )
+    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+
+
+def apply(ctx: DeployContext, cfg: Config) -> None:
+    install(ctx, cfg)
+    activate(ctx, cfg, configure(ctx, cfg))

@@ -1,0 +1,96 @@
+"""testinfra checks, one module per component, parametrised by the inventory.
+
+Each module sets COMPONENT; tests taking `target` run once per host where that component is
+deployed and report "skipped: <reason>" where the inventory (or the artifact step) skips it.
+
+    citadel verify -i inventory/lab.yml      # or: pytest tests/verify --inventory inventory/lab.yml
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from citadel.loader import Loaded, load_cluster
+from citadel.model.cluster import Cluster, Host
+from citadel.verify import testinfra_host
+
+PRODUCTION_NETWORK = "192.168.10."
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--inventory", default=None, help="inventory YAML to verify (e.g. inventory/lab.yml)"
+    )
+
+
+@dataclass
+class Target:
+    """One host under test: its model slice and a testinfra connection."""
+
+    loaded: Loaded
+    host: Host
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.loaded.cluster
+
+    @property
+    def infra(self) -> Any:
+        return testinfra_host(self.cluster, self.host)
+
+    def on(self, name: str) -> Any:
+        """testinfra connection to another host of the inventory (for cross-host checks)."""
+        return testinfra_host(self.cluster, self.cluster.host(name))
+
+    def secret(self, name: str) -> str:
+        return self.loaded.secrets[name]
+
+    def __str__(self) -> str:
+        return self.host.name
+
+
+_LOADED: dict[str, Loaded] = {}
+
+
+def _loaded(config: pytest.Config) -> Loaded | None:
+    path = config.getoption("--inventory")
+    if not path:
+        return None
+    if path not in _LOADED:
+        loaded = load_cluster(path, require_secrets=True)
+        if any(str(h.address).startswith(PRODUCTION_NETWORK) for h in loaded.cluster.hosts) and (
+            loaded.cluster.cluster.environment != "production"
+        ):
+            raise pytest.UsageError("refusing: production addresses in a non-production inventory")
+        _LOADED[path] = loaded
+    return _LOADED[path]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" not in metafunc.fixturenames:
+        return
+    component = getattr(metafunc.module, "COMPONENT", None)
+    loaded = _loaded(metafunc.config)
+    if loaded is None or component is None:
+        metafunc.parametrize(
+            "target", [pytest.param(None, marks=pytest.mark.skip(reason="no --inventory given"))]
+        )
+        return
+    params = []
+    for host in loaded.cluster.hosts:
+        for section, config in host.sections():
+            name = getattr(config, "engine", section) if section == "model" else section
+            if name != component:
+                continue
+            marks = [pytest.mark.skip(reason=config.skip)] if config.skip else []
+            params.append(pytest.param(Target(loaded, host), id=host.name, marks=marks))
+    if not params:
+        params = [
+            pytest.param(
+                None, marks=pytest.mark.skip(reason=f"no host runs {component} in this inventory")
+            )
+        ]
+    metafunc.parametrize("target", params)
