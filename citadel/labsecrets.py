@@ -22,7 +22,7 @@ def all_secret_names(cluster: Cluster) -> set[str]:
 
 
 def ensure_jwt_keypair(public_pem: Path) -> Path:
-    """An ES256 key pair beside the public key path (private.pem, mode 0600); returns the private."""
+    """An ES256 key pair beside the public key (private.pem, mode 0600); returns the private."""
     private_pem = public_pem.with_name("private.pem")
     if private_pem.exists() and public_pem.exists():
         return private_pem
