@@ -1,0 +1,202 @@
+"""JWT verification: RS256/ES256 only, keys from a PEM file or a JWKS URL.
+
+The algorithm comes from the *key* (RSA -> RS256, EC P-256 -> ES256), never from the token
+header, so ``alg: none`` and HS256-signed-with-the-public-key tokens are rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .config import Auth
+from .errors import GatewayError
+
+log = logging.getLogger("citadel_gateway.auth")
+
+_CACHE_MAX = 10_000
+
+
+def _fail(message: str) -> GatewayError:
+    return GatewayError("INVALID_AUTH", message)
+
+
+def alg_for_key(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError("RSA keys must be at least 2048 bits")
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ValueError("only RSA (RS256) and EC P-256 (ES256) public keys are supported")
+
+
+def claim_permissions(claims: dict[str, Any]) -> set[str]:
+    """Permissions granted by a token: ``permissions``, ``scp``, ``org_permissions`` (lists or
+    space-separated strings) and ``scope`` (OAuth2 space-separated string)."""
+    perms: set[str] = set()
+    for name in ("permissions", "scp", "org_permissions", "scope"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            perms.update(value.split())
+        elif isinstance(value, list):
+            perms.update(v for v in value if isinstance(v, str))
+    return perms
+
+
+class Authenticator:
+    def __init__(self, cfg: Auth, session: aiohttp.ClientSession | None = None):
+        self.cfg = cfg
+        self.session = session
+        self._static: tuple[Any, str] | None = None
+        self._jwks: dict[str | None, tuple[Any, str]] = {}
+        self._jwks_fetched_at = 0.0
+        self._last_miss_fetch = -1e18
+        self._lock = asyncio.Lock()
+        self._cache: dict[str, tuple[dict[str, Any], float]] = {}
+        self.jwks_fetches = 0
+        if cfg.public_key_pem:
+            key = load_pem_public_key(cfg.public_key_pem.encode())
+            self._static = (key, alg_for_key(key))
+
+    # -- JWKS -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.cfg.jwks_url:
+            await self._fetch_jwks()
+
+    async def _fetch_jwks(self) -> bool:
+        assert self.cfg.jwks_url and self.session is not None
+        self.jwks_fetches += 1
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with self.session.get(self.cfg.jwks_url, timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}")
+                doc = json.loads(await resp.read())
+            keys: dict[str | None, tuple[Any, str]] = {}
+            for jwk in doc.get("keys", []):
+                try:
+                    pk = jwt.PyJWK(jwk)
+                    alg = alg_for_key(pk.key)
+                except Exception as exc:  # skip keys we cannot or will not use
+                    log.warning("jwks: skipping key %s: %s", jwk.get("kid"), exc)
+                    continue
+                if jwk.get("alg") not in (None, alg) or jwk.get("use") not in (None, "sig"):
+                    continue
+                keys[jwk.get("kid")] = (pk.key, alg)
+        except Exception as exc:
+            log.error(
+                "jwks fetch from %s failed (keeping %d old keys): %s",
+                self.cfg.jwks_url,
+                len(self._jwks),
+                exc,
+            )
+            return False
+        self._jwks = keys
+        self._jwks_fetched_at = time.monotonic()
+        return True
+
+    async def _key_for(self, kid: str | None) -> tuple[Any, str]:
+        if self._static is not None:
+            return self._static
+        now = time.monotonic()
+        if (
+            self._jwks
+            and now - self._jwks_fetched_at > self.cfg.jwks_cache_s
+            and not self._lock.locked()
+        ):
+            async with self._lock:
+                await self._fetch_jwks()
+        found = self._lookup(kid)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._lookup(kid)  # another request may have refetched meanwhile
+            if (
+                found is None
+                and time.monotonic() - self._last_miss_fetch >= self.cfg.jwks_min_refetch_s
+            ):
+                self._last_miss_fetch = time.monotonic()
+                await self._fetch_jwks()
+                found = self._lookup(kid)
+        if found is None:
+            raise _fail("Unknown signing key")
+        return found
+
+    def _lookup(self, kid: str | None) -> tuple[Any, str] | None:
+        if kid is None and len(self._jwks) == 1:
+            return next(iter(self._jwks.values()))
+        return self._jwks.get(kid)
+
+    # -- verification -----------------------------------------------------------------------
+    async def verify(self, token: str) -> dict[str, Any]:
+        hit = self._cache.get(token)
+        now = time.time()
+        if hit is not None:
+            claims, exp = hit
+            if now <= exp + self.cfg.leeway_s:
+                return claims
+            self._cache.pop(token, None)
+            raise _fail("Token expired")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _fail("Malformed token") from None
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _fail("Malformed token")
+        key, alg = await self._key_for(kid)
+        cfg = self.cfg
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=cfg.issuers,
+                audience=cfg.audience or None,
+                leeway=cfg.leeway_s,
+                options={"require": list(cfg.required_claims), "verify_aud": bool(cfg.audience)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _fail("Token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _fail("Token not yet valid") from None
+        except jwt.InvalidIssuerError:
+            raise _fail("Token issuer not allowed") from None
+        except jwt.InvalidAudienceError:
+            raise _fail("Token audience not allowed") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _fail(f"Token lacks required claim {exc.claim!r}") from None
+        except jwt.PyJWTError:
+            raise _fail("Invalid token") from None
+        azp = claims.get("azp")
+        if azp is not None and cfg.authorized_parties and azp not in cfg.authorized_parties:
+            raise _fail("Token authorized party not allowed")
+        exp_claim = claims.get("exp")
+        if isinstance(exp_claim, int | float):
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[token] = (claims, float(exp_claim))
+        return claims
+
+
+def bearer_token(header: bytes | None) -> str:
+    if not header:
+        raise _fail("Missing Authorization header")
+    try:
+        text = header.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise _fail("Malformed Authorization header") from None
+    scheme, _, token = text.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _fail("Authorization must be 'Bearer <token>'")
+    return token

@@ -1,0 +1,99 @@
+"""``citadel-gateway --config FILE``: validate the config, then run uvicorn (uvloop + httptools).
+
+Exit status 2 and one line ``FILE: field.path: problem`` on a bad config.
+With ``listen.workers > 1`` the parent validates the config on SIGHUP and forwards the signal to
+every worker, each of which reloads in place (a bad file is logged and the old config kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import ENV_CONFIG, ConfigError, load_config
+
+log = logging.getLogger("citadel_gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="citadel-gateway", description="citadel API gateway")
+    ap.add_argument(
+        "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML file (or ${ENV_CONFIG})"
+    )
+    ap.add_argument("--check", action="store_true", help="validate the config and exit")
+    args = ap.parse_args(argv)
+    if not args.config:
+        print(f"citadel-gateway: no config: pass --config or set {ENV_CONFIG}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print("; ".join(exc.lines), file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: ok")
+        return 0
+    path = str(Path(args.config).resolve())
+    os.environ[ENV_CONFIG] = path
+    workers = cfg.listen.workers
+    mp_dir: str | None = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # must be set before any process imports prometheus_client
+        mp_dir = cfg.metrics.multiproc_dir or tempfile.mkdtemp(prefix="citadel-gateway-prom-")
+        shutil.rmtree(mp_dir, ignore_errors=True)
+        os.makedirs(mp_dir, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+
+    import uvicorn
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    from . import logs
+
+    logs.setup(cfg.logging.level)
+    config = uvicorn.Config(
+        "citadel_gateway.app:create_app",
+        factory=True,
+        host=cfg.listen.host,
+        port=cfg.listen.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
+
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            try:
+                load_config(path)
+            except ConfigError as exc:
+                log.error("config reload failed, keeping the running config: %s", exc)
+                return
+            for proc in self.processes:
+                if proc.pid:
+                    os.kill(proc.pid, signal.SIGHUP)
+
+    try:
+        if workers > 1:
+            sock = config.bind_socket()
+            Supervisor(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        if mp_dir and not cfg.metrics.multiproc_dir:
+            shutil.rmtree(mp_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

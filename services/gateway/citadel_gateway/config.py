@@ -1,0 +1,393 @@
+"""Gateway configuration: one YAML file, validated by pydantic.
+
+Secrets are never inline: the config names files (``redis.password_file``,
+``qdrant.api_key_file``, ``auth.public_key_file``, ``models.*.backends[].api_key_file``) and
+:func:`load_config` reads them, so an unreadable secret is a config error like any other.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_CONFIG = "CITADEL_GATEWAY_CONFIG"
+
+
+class ConfigError(Exception):
+    """A config problem, already formatted as ``file: field.path: problem`` lines."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+class Listen(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class Backend(_Strict):
+    url: str
+    api_key_file: str | None = None
+    _api_key: str | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+
+def _backend_from_str(v: Any) -> Any:
+    return {"url": v} if isinstance(v, str) else v
+
+
+class Model(_Strict):
+    kind: Literal["chat", "completions", "embeddings"]
+    backends: list[Annotated[Backend, Field()]] = Field(min_length=1)
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    upstream_model: str | None = None
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _strings(cls, v: Any) -> Any:
+        return [_backend_from_str(x) for x in v] if isinstance(v, list) else v
+
+
+class Upstream(_Strict):
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=10)
+    max_connections: int = Field(1000, ge=1)
+    health_interval_s: float = Field(5.0, gt=0)
+    health_timeout_s: float = Field(2.0, gt=0)
+    health_path: str = "/models"
+    breaker_failures: int = Field(3, ge=1)
+    breaker_open_s: float = Field(10.0, gt=0)
+
+
+class Qdrant(_Strict):
+    url: str
+    api_key_file: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    _api_key: str | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+
+class Postgres(_Strict):
+    host: str
+    port: int = Field(5432, ge=1, le=65535)
+
+
+class Redis(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    password_file: str | None = None
+    socket_timeout_ms: int = Field(200, ge=10, le=10_000)
+    failure_mode: Literal["open", "closed"] = "open"
+    retry_after_failure_s: float = Field(1.0, ge=0)
+    _password: str | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v
+
+    @property
+    def password(self) -> str | None:
+        return self._password
+
+
+Permission = str | list[str]
+
+
+class Auth(_Strict):
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    jwks_cache_s: float = Field(3600.0, gt=0)
+    jwks_min_refetch_s: float = Field(30.0, ge=0)
+    issuers: list[str] = Field(min_length=1)
+    authorized_parties: list[str] = []
+    audience: list[str] = []
+    leeway_s: float = Field(5.0, ge=0, le=300)
+    required_claims: list[str] = ["exp", "iss", "sub"]
+    route_permissions: dict[str, Permission] = {}
+    _public_key_pem: str | None = PrivateAttr(default=None)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+    @field_validator("route_permissions")
+    @classmethod
+    def _patterns(cls, v: dict[str, Permission]) -> dict[str, Permission]:
+        for pattern in v:
+            if not pattern.startswith("/"):
+                raise ValueError(f"route pattern {pattern!r} must start with '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Auth:
+        if (self.public_key_file is None) == (self.jwks_url is None):
+            raise ValueError("set exactly one of public_key_file or jwks_url")
+        return self
+
+    @property
+    def public_key_pem(self) -> str | None:
+        return self._public_key_pem
+
+    def permissions_for(self, path: str) -> list[str]:
+        needed: list[str] = []
+        for pattern, perm in self.route_permissions.items():
+            if fnmatch.fnmatchcase(path, pattern):
+                needed.extend([perm] if isinstance(perm, str) else perm)
+        return needed
+
+
+class Limit(_Strict):
+    per_minute: int = Field(ge=1, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+class RateLimits(_Strict):
+    enabled: bool = True
+    chat_completions: Limit = Limit(per_minute=60, burst=10)
+    completions: Limit = Limit(per_minute=60, burst=10)
+    embeddings: Limit = Limit(per_minute=120, burst=20)
+    collection_search: Limit = Limit(per_minute=300, burst=50)
+    health: Limit = Limit(per_minute=600, burst=100)
+
+
+class Cache(_Strict):
+    enabled: bool = True
+    ttl_s: int = Field(3600, ge=1)
+    max_entry_bytes: int = Field(1_048_576, ge=1)
+
+
+class Metrics(_Strict):
+    allow: list[str] = ["127.0.0.1/32", "::1/128"]
+    multiproc_dir: str | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR") from None
+        return v
+
+    def allows(self, host: str | None) -> bool:
+        if not host:
+            return False
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(c, strict=False) for c in self.allow)
+
+
+class ModelProbe(_Strict):
+    probe: Literal["model"]
+    model: str
+
+
+class SimpleProbe(_Strict):
+    probe: Literal["qdrant", "postgres", "redis"]
+
+
+class TcpProbe(_Strict):
+    probe: Literal["tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class HttpProbe(_Strict):
+    probe: Literal["http"]
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+Probe = Annotated[ModelProbe | SimpleProbe | TcpProbe | HttpProbe, Field(discriminator="probe")]
+
+HEALTH_SERVICES = ("llama_chat", "llama_instruct", "embeddings", "vector_db", "database")
+
+
+class Health(_Strict):
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+    services: dict[str, Probe] = {}
+
+
+class Logging(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class GatewayConfig(_Strict):
+    listen: Listen = Listen()
+    models: dict[str, Model] = Field(min_length=1)
+    upstream: Upstream = Upstream()
+    qdrant: Qdrant | None = None
+    postgres: Postgres | None = None
+    redis: Redis = Redis()
+    auth: Auth
+    rate_limits: RateLimits = RateLimits()
+    cache: Cache = Cache()
+    metrics: Metrics = Metrics()
+    health: Health = Health()
+    logging: Logging = Logging()
+
+    @model_validator(mode="after")
+    def _cross(self) -> GatewayConfig:
+        for name, probe in self.health.services.items():
+            if isinstance(probe, ModelProbe) and probe.model not in self.models:
+                raise ValueError(f"health.services.{name}: unknown model {probe.model!r}")
+            if isinstance(probe, SimpleProbe):
+                if probe.probe == "qdrant" and self.qdrant is None:
+                    raise ValueError(f"health.services.{name}: probe qdrant needs a qdrant section")
+                if probe.probe == "postgres" and self.postgres is None:
+                    raise ValueError(
+                        f"health.services.{name}: probe postgres needs a postgres section"
+                    )
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts = list(loc)
+    # drop the discriminator tag pydantic inserts after health.services.<name>
+    if len(parts) >= 4 and parts[0] == "health" and parts[1] == "services":
+        del parts[3]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "list[str]", "function-before[_strings(), list[Backend]]"):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or "(root)"
+
+
+def _set_private(model: BaseModel, name: str, value: str | None) -> None:
+    private = model.__pydantic_private__
+    assert private is not None
+    private[name] = value
+
+
+def _load_secrets(cfg: GatewayConfig) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+
+    def read(where: str, path: str) -> str | None:
+        try:
+            return _read_secret(path)
+        except ValueError as exc:
+            errors.append((where, str(exc)))
+            return None
+
+    if cfg.auth.public_key_file:
+        pem = read("auth.public_key_file", cfg.auth.public_key_file)
+        if pem is not None and "PUBLIC KEY" not in pem:
+            errors.append(("auth.public_key_file", "not a PEM public key"))
+        _set_private(cfg.auth, "_public_key_pem", pem)
+    if cfg.redis.password_file:
+        _set_private(cfg.redis, "_password", read("redis.password_file", cfg.redis.password_file))
+    if cfg.qdrant and cfg.qdrant.api_key_file:
+        _set_private(cfg.qdrant, "_api_key", read("qdrant.api_key_file", cfg.qdrant.api_key_file))
+    for name, model in cfg.models.items():
+        for i, backend in enumerate(model.backends):
+            if backend.api_key_file:
+                _set_private(
+                    backend,
+                    "_api_key",
+                    read(f"models.{name}.backends[{i}].api_key_file", backend.api_key_file),
+                )
+    return errors
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Load, validate and resolve secrets. Raises :class:`ConfigError` (never a traceback)."""
+    label = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "yaml"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{label}: {where}: {problem}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{label}: (root): must be a mapping"])
+    try:
+        cfg = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            lines.append(f"{label}: {_loc(tuple(err['loc']))}: {msg}")
+        raise ConfigError(lines) from None
+    errors = _load_secrets(cfg)
+    if errors:
+        raise ConfigError([f"{label}: {where}: {problem}" for where, problem in errors])
+    return cfg
+
+
+def config_path_from_env() -> str:
+    path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise ConfigError([f"no config: pass --config or set {ENV_CONFIG}"])
+    return path

@@ -1,0 +1,161 @@
+"""Background probes for ``/health`` (never one probe per request) and request statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from .config import HttpProbe, ModelProbe, SimpleProbe, TcpProbe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import State
+
+log = logging.getLogger("citadel_gateway.health")
+
+
+class Stats:
+    """Requests per second and mean latency over the last ``window`` seconds."""
+
+    def __init__(self, window: int = 60):
+        self.window = window
+        self.counts = [0] * window
+        self.sums = [0.0] * window
+        self.stamps = [0] * window
+        self.started = time.monotonic()
+
+    def record(self, latency_s: float) -> None:
+        sec = int(time.monotonic())
+        i = sec % self.window
+        if self.stamps[i] != sec:
+            self.stamps[i] = sec
+            self.counts[i] = 0
+            self.sums[i] = 0.0
+        self.counts[i] += 1
+        self.sums[i] += latency_s
+
+    def snapshot(self) -> dict[str, float]:
+        now = int(time.monotonic())
+        count = 0
+        total = 0.0
+        for i in range(self.window):
+            if now - self.stamps[i] < self.window:
+                count += self.counts[i]
+                total += self.sums[i]
+        span = max(1.0, min(float(self.window), time.monotonic() - self.started))
+        return {
+            "avg_response_time_ms": round(total / count * 1000, 2) if count else 0,
+            "requests_per_second": round(count / span, 2),
+        }
+
+
+async def _tcp(host: str, port: int, timeout: float) -> tuple[bool, str | None]:
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        return True, None
+    except (OSError, TimeoutError) as exc:
+        return False, type(exc).__name__
+
+
+async def _http(
+    session: aiohttp.ClientSession, url: str, timeout: float, headers: dict[str, str] | None = None
+) -> tuple[bool, str | None, float]:
+    t0 = time.perf_counter()
+    try:
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            await resp.read()
+            ok = resp.status < 400
+            return ok, None if ok else f"HTTP {resp.status}", (time.perf_counter() - t0) * 1000
+    except Exception as exc:
+        return False, type(exc).__name__, (time.perf_counter() - t0) * 1000
+
+
+class Monitor:
+    """Probes every backend and every ``health.services`` entry each ``health.interval_s``."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, str] = {}
+        self.details: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def probe_once(self, st: State) -> None:
+        cfg = st.cfg
+        timeout = cfg.upstream.health_timeout_s
+
+        async def backend(b: Any) -> None:
+            headers = {"Authorization": f"Bearer {b.api_key}"} if b.api_key else None
+            ok, err, ms = await _http(
+                st.session, b.url + cfg.upstream.health_path, timeout, headers
+            )
+            b.set_health(ok, err, round(ms, 2))
+
+        await asyncio.gather(*(backend(b) for b in st.backends.values()))
+
+        async def service(name: str, probe: Any) -> tuple[str, str, Any]:
+            if isinstance(probe, ModelProbe):
+                pool = st.pools[probe.model]
+                return name, pool.status(), [b.describe() for b in pool.backends]
+            if isinstance(probe, TcpProbe):
+                ok, err = await _tcp(probe.host, probe.port, cfg.health.timeout_s)
+                return name, "healthy" if ok else "unhealthy", {"error": err}
+            if isinstance(probe, HttpProbe):
+                ok, err, _ = await _http(st.session, probe.url, cfg.health.timeout_s)
+                return name, "healthy" if ok else "unhealthy", {"error": err}
+            assert isinstance(probe, SimpleProbe)
+            if probe.probe == "postgres":
+                assert cfg.postgres is not None
+                ok, err = await _tcp(cfg.postgres.host, cfg.postgres.port, cfg.health.timeout_s)
+            elif probe.probe == "qdrant":
+                assert cfg.qdrant is not None
+                headers = {"api-key": cfg.qdrant.api_key} if cfg.qdrant.api_key else None
+                ok, err, _ = await _http(
+                    st.session, cfg.qdrant.url + "/healthz", cfg.health.timeout_s, headers
+                )
+            else:
+                try:
+                    async with asyncio.timeout(cfg.health.timeout_s):
+                        ok = await st.redis.ping()
+                except TimeoutError:
+                    ok = False
+                err = None if ok else "ping failed"
+            return name, "healthy" if ok else "unhealthy", {"error": err}
+
+        results = await asyncio.gather(*(service(n, p) for n, p in cfg.health.services.items()))
+        self.services = {name: status for name, status, _ in results}
+        self.details = {name: detail for name, _, detail in results}
+
+    def overall(self) -> str:
+        values = list(self.services.values())
+        if not values or all(v == "healthy" for v in values):
+            return "healthy"
+        if all(v == "unhealthy" for v in values):
+            return "unhealthy"
+        return "degraded"
+
+    def start(self, get_state: Any) -> None:
+        async def loop() -> None:
+            while True:
+                st = get_state()
+                await asyncio.sleep(st.cfg.health.interval_s)
+                try:
+                    await self.probe_once(get_state())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("health probe round failed")
+
+        self._task = asyncio.get_running_loop().create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
