@@ -1,0 +1,98 @@
+"""Lab configuration, host validation and paths (no root needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citadel.lab import lab_paths
+from citadel.lab.config import LabConfig, LabError, LabHost, find_host, validate_hosts
+
+CLUSTER = [
+    LabHost("llm-chat", "10.210.10.28"),
+    LabHost("llm-instruct", "10.210.10.29"),
+    LabHost("vector-db", "10.210.10.30"),
+    LabHost("llm-embed", "10.210.10.31"),
+    LabHost("data", "10.210.10.35"),
+    LabHost("monitoring", "10.210.10.37"),
+    LabHost("webui", "10.210.10.38"),
+    LabHost("gateway", "10.210.10.39"),
+]
+
+
+def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CITADEL_LAB_DIR", raising=False)
+    monkeypatch.delenv("CITADEL_CACHE_DIR", raising=False)
+    p = lab_paths()
+    assert p.state_dir == Path("/var/lib/citadel/lab")
+    assert p.ssh_key == Path("/var/lib/citadel/lab/ssh/id_ed25519")
+    assert p.known_hosts == Path("/var/lib/citadel/lab/known_hosts")
+    assert p.secrets_dir == Path("/var/lib/citadel/lab/secrets")
+    assert p.base_tree == Path("/var/cache/citadel/lab/base-trixie")
+    monkeypatch.setenv("CITADEL_LAB_DIR", str(tmp_path / "s"))
+    monkeypatch.setenv("CITADEL_CACHE_DIR", str(tmp_path / "c"))
+    p = lab_paths()
+    assert p.state_dir == tmp_path / "s"
+    assert p.base_tree == tmp_path / "c" / "lab" / "base-trixie"
+    assert p.host_dir("data") == tmp_path / "s" / "hosts" / "data"
+
+
+def test_cluster_is_valid() -> None:
+    validate_hosts(LabConfig(), CLUSTER)
+
+
+def test_many_bench_hosts_are_valid() -> None:
+    bench = [LabHost(f"bench-{i:02d}", f"10.210.10.{100 + i}") for i in range(1, 25)]
+    validate_hosts(LabConfig(), CLUSTER + bench)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "needle"),
+    [
+        ([LabHost("a", "192.168.10.28")], "production"),
+        ([LabHost("a", "10.210.11.5")], "not a host address"),
+        ([LabHost("a", "10.210.10.1")], "gateway"),
+        ([LabHost("a", "10.210.10.255")], "not a host address"),
+        ([LabHost("a", "nope")], "invalid address"),
+        ([LabHost("Bad_Name", "10.210.10.5")], "invalid lab host name"),
+        ([LabHost("much-too-long-name", "10.210.10.5")], "at most 12"),
+        ([LabHost("a", "10.210.10.5"), LabHost("a", "10.210.10.6")], "duplicate lab host name"),
+        ([LabHost("a", "10.210.10.5"), LabHost("b", "10.210.10.5")], "duplicate lab address"),
+    ],
+)
+def test_invalid_hosts(hosts: list[LabHost], needle: str) -> None:
+    with pytest.raises(LabError, match=needle):
+        validate_hosts(LabConfig(), hosts)
+
+
+def test_production_network_refused() -> None:
+    with pytest.raises(LabError, match="production"):
+        LabConfig(gateway="192.168.10.1/24").validate()
+    with pytest.raises(LabError, match="production"):
+        LabConfig(gateway="192.168.0.1/16").validate()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bridge": "a-bridge-name-too-long"},
+        {"nft_table": "bad-name"},
+        {"gateway": "10.210.10.0/24"},
+        {"gateway": "not-an-address"},
+    ],
+)
+def test_invalid_config(kw: dict[str, str]) -> None:
+    with pytest.raises(LabError):
+        LabConfig(**kw).validate()  # type: ignore[arg-type]
+
+
+def test_find_host_by_name_or_address() -> None:
+    assert find_host(CLUSTER, "data").address == "10.210.10.35"
+    assert find_host(CLUSTER, "10.210.10.39").name == "gateway"
+    with pytest.raises(LabError, match="unknown lab host"):
+        find_host(CLUSTER, "nope")
+
+
+def test_owner_tag_names_the_state_dir() -> None:
+    assert LabConfig(state_dir=Path("/x/y")).owner_tag == "citadel-lab /x/y"
