@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from citadel.components import BASE_ROLE, ROLE_COMPONENTS, ROLES
+from citadel.components import BASE_ROLE, CONFIG_MODELS, ROLE_COMPONENTS, ROLES
 from citadel.errors import InventoryError, Problem
 from citadel.model.cluster import Cluster
 from citadel.secrets import SecretStore, load_secrets, missing_secret_problems
@@ -44,6 +44,7 @@ class _Sources:
     group_files: dict[str, str] = field(default_factory=dict)  # role -> file label
     overridden: dict[str, str] = field(default_factory=dict)  # dotted path -> file label
     files: list[str] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)  # paths already explained by one problem
 
 
 def load_cluster(
@@ -56,9 +57,8 @@ def load_cluster(
     doc = _read_inventory(path, sources, problems, chain=())
     if doc is None:
         raise InventoryError(problems)
-    group_dir = Path(doc.pop("group_data_dir", None) or path.parent.parent / "group_data")
-    if not group_dir.is_absolute():
-        group_dir = (path.parent / group_dir) if "group_data_dir" in doc else group_dir
+    # group_data_dir is relative to the inventory file that declares it (default: ../group_data).
+    group_dir = path.parent / str(doc.pop("group_data_dir", None) or "../group_data")
     doc["group_data"] = _read_group_data(group_dir, sources, problems)
     for override_file, index, override in doc.pop("_overrides", []):
         _apply_override(doc, override_file, index, override, sources, problems)
@@ -308,6 +308,17 @@ def _merge_sections(
             for section in ROLE_COMPONENTS[role]:
                 group_value = groups.get(role, {}).get(section, {})
                 host_value = raw.get(section, {})
+                missing = _required_fields(section) if not group_value and not host_value else []
+                if missing:
+                    where = f"hosts[{i}].{section}"
+                    sources.reported.add(where)
+                    problems.append(
+                        Problem(
+                            sources.overridden.get(where, sources.inventory),
+                            where,
+                            f"role {role!r} needs this section (required: {', '.join(missing)})",
+                        )
+                    )
                 if isinstance(group_value, dict) and isinstance(host_value, dict):
                     host[section] = deep_merge(group_value, host_value)
                 else:
@@ -315,6 +326,11 @@ def _merge_sections(
         out_hosts.append(host)
     merged["hosts"] = out_hosts
     return merged, hosts
+
+
+def _required_fields(section: str) -> list[str]:
+    model = CONFIG_MODELS[section]
+    return [name for name, f in model.model_fields.items() if f.is_required()]
 
 
 # -- validation and error locations -------------------------------------------------------------
@@ -336,6 +352,9 @@ def _validate(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
+            dotted = loc_to_dotted(loc)
+            if any(dotted == r or dotted.startswith(r + ".") for r in sources.reported):
+                continue
             message = _MESSAGES.get(err["type"], err["msg"])
             if (len(loc) == 3 and loc[0] == "hosts" and loc[2] == "roles") or (
                 len(loc) == 4 and loc[0] == "hosts" and loc[2] == "roles"
