@@ -1,4 +1,4 @@
-"""The production and lab inventories: the API document's topology, and the lab's named overrides."""
+"""Production and lab inventories: the API document's topology and the lab's named overrides."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def lab() -> Cluster:
 def _ports(cluster: Cluster, last_octet: int) -> dict[int, str]:
     host = next(h for h in cluster.hosts if h.address.packed[-1] == last_octet)
     out = {}
-    for section, config in host.sections():
+    for _section, config in host.sections():
         for port in config.ports():
             label = port.service.removeprefix("model:")
             out[port.number] = label
@@ -141,7 +141,7 @@ def test_pyinfra_groups_are_roles_and_carry_the_typed_slice() -> None:
     groups = inventory_groups(loaded)
     assert {name for name, _ in groups["base"]} == {h.name for h in loaded.cluster.hosts}
     assert [name for name, _ in groups["gateway"]] == ["gateway"]
-    name, data = groups["model"][0]
+    _name, data = groups["model"][0]
     assert data["ssh_hostname"] == "192.168.10.28"
     assert data["citadel"]["model"]["served_name"] == "llama-3-chat"
     assert data["_sudo"] is True  # production logs in as a non-root admin
