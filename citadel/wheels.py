@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def file_lock(directory: Path) -> Iterator[None]:
 
 
 def _run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, nice: int = 0) -> None:
-    log.info("running: %s", " ".join(cmd))
+    log.info("running: %s", shlex.join(cmd))
     full_env = {**os.environ, **(env or {})}
     preexec = (lambda: os.nice(nice)) if nice > 0 else None
     try:

@@ -5,8 +5,9 @@ import logging
 import pynvml
 import pytest
 from citadel_gpu_exporter.collector import GpuCollector
-from fake_nvml import GIB, FakeNvml, error, two_gpus
 from prometheus_client import CollectorRegistry, generate_latest
+
+from .fake_nvml import GIB, FakeNvml, error, two_gpus
 
 GPU0 = {
     "gpu": "0",

@@ -7,7 +7,8 @@ import sys
 
 import pynvml
 from citadel_gpu_exporter.probe import probe
-from fake_nvml import EXPORTER_SRC, GIB, FakeNvml, error, two_gpus
+
+from .fake_nvml import EXPORTER_SRC, GIB, FakeNvml, error, two_gpus
 
 
 def test_probe_two_gpus() -> None:

@@ -13,7 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from fake_nvml import EXPORTER_SRC
+
+from .fake_nvml import EXPORTER_SRC
 
 
 def free_port() -> int:
