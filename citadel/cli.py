@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+from citadel.converge import (
+    HostResult,
+    format_plan,
+    format_results,
+    plan_by_host,
+    plan_exit_code,
+    refuse_production_from_here,
+    report_payload,
+    results_by_host,
+    run_pyinfra,
+    write_report,
+)
 from citadel.errors import CitadelError, InventoryError
 from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
+from citadel.model.cluster import Host
 from citadel.render import render_host, write_preview
+from citadel.verify_run import format_summary, run_verify, summarize
 
 DEFAULT_INVENTORY = "inventory/production.yml"
 LAB_INVENTORY = "inventory/lab.yml"
 EXIT_INVALID = 2
+DEV_PERMISSIONS = ("vector:search",)
 
 
 def _load(args: argparse.Namespace, require_secrets: bool = False) -> Loaded:
@@ -57,6 +75,129 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab_main(lab_args, hosts)
 
 
+def _selected_hosts(loaded: Loaded, limit: list[str] | None) -> list[Host]:
+    """Hosts matching --limit patterns (host names, addresses or roles), in inventory order."""
+    if not limit:
+        return list(loaded.cluster.hosts)
+    chosen: set[str] = set()
+    for pattern in limit:
+        found = [h for h in loaded.cluster.hosts if pattern in (h.name, str(h.address))]
+        found = found or loaded.cluster.with_role(pattern)
+        if not found:
+            raise CitadelError(f"--limit {pattern}: no host or role of that name")
+        chosen |= {h.name for h in found}
+    return [h for h in loaded.cluster.hosts if h.name in chosen]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    loaded = _load(args, require_secrets=True)
+    refuse_production_from_here(loaded.cluster)
+    hosts = _selected_hosts(loaded, args.limit)
+    report = run_pyinfra(args.inventory, dry=True, limit=[h.name for h in hosts], stream=False)
+    plans = plan_by_host(report)
+    if args.json:
+        print(json.dumps({h: asdict(p) for h, p in sorted(plans.items())}, indent=2))
+    else:
+        print(format_plan(plans, [h.name for h in hosts]))
+    return plan_exit_code(plans)
+
+
+def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
+    """Converge; model servers one at a time after the rest, so served models never all go down."""
+    hosts = _selected_hosts(loaded, args.limit)
+    models = [h.name for h in hosts if h.model is not None]
+    others = [h.name for h in hosts if h.model is None]
+    phases = [others, *([m] for m in models)] if len(models) > 1 else [others + models]
+    results: dict[str, HostResult] = {}
+    started = time.monotonic()
+    for phase in (p for p in phases if p):
+        print(f"citadel: converging {', '.join(phase)}", file=sys.stderr, flush=True)
+        report = run_pyinfra(args.inventory, dry=False, limit=phase, fail_percent=args.fail_percent)
+        results.update(results_by_host(report))
+    return results, time.monotonic() - started
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    loaded = _load(args, require_secrets=True)
+    refuse_production_from_here(loaded.cluster)
+    results, seconds = apply_hosts(args, loaded)
+    names = [h.name for h in _selected_hosts(loaded, args.limit)]
+    print(format_results(results, names, seconds))
+    path = write_report(Path(args.report), report_payload(results, seconds))
+    print(f"report: {path}")
+    return 1 if any(r.failed for r in results.values()) else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    loaded = _load(args, require_secrets=True)
+    refuse_production_from_here(loaded.cluster)
+    junit = Path(args.junit)
+    rc = run_verify(args.inventory, junit, args.pytest_args)
+    if junit.exists():
+        print(format_summary(summarize(junit)))
+        print(f"junit: {junit}")
+    return 0 if rc == 0 else 1
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    gateway = next((h.gateway for h in loaded.cluster.with_role("gateway") if h.gateway), None)
+    if gateway is None or not gateway.auth.public_key_file:
+        raise CitadelError("this inventory's gateway has no local signing key (it uses a JWKS)")
+    private = Path(gateway.auth.public_key_file).with_name("private.pem")
+    if not private.exists():
+        raise CitadelError(f"{private}: no dev signing key (run `citadel lab up` first)")
+    try:
+        from citadel_gateway.devtoken import mint
+    except ImportError:
+        raise CitadelError("citadel-gateway is not installed here (make install)") from None
+    azp = gateway.auth.authorized_parties[0] if gateway.auth.authorized_parties else None
+    print(
+        mint(
+            private.read_bytes(),
+            args.sub,
+            gateway.auth.issuers[0],
+            azp=azp,
+            ttl_s=args.ttl,
+            permissions=args.perm or list(DEV_PERMISSIONS),
+        )
+    )
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """The main job on the lab: lab up -> converge -> verify -> a summary."""
+    loaded = _load(args)
+    if loaded.cluster.cluster.environment != "lab":
+        raise CitadelError(f"{args.inventory}: `up` is for lab inventories")
+    args.lab_args = ["up"]
+    if cmd_lab(args) != 0:
+        return 1
+    loaded = _load(args, require_secrets=True)
+    args.limit, args.fail_percent = None, None
+    results, seconds = apply_hosts(args, loaded)
+    names = [h.name for h in loaded.cluster.hosts]
+    print(format_results(results, names, seconds))
+    write_report(Path(args.report), report_payload(results, seconds))
+    junit = Path(args.junit)
+    verify_rc = run_verify(args.inventory, junit)
+    print("\n== summary ==")
+    if junit.exists():
+        print(format_summary(summarize(junit)))
+    converged = not any(r.failed for r in results.values())
+    print(
+        f"converge: {'ok' if converged else 'FAILED'} in {seconds:.1f}s; "
+        f"verify: {'ok' if verify_rc == 0 else 'FAILED'}"
+    )
+    gw = loaded.cluster.with_role("gateway")
+    if gw and gw[0].gateway:
+        print(
+            f"call the gateway: TOKEN=$(citadel token -i {args.inventory}); curl -H "
+            f'"Authorization: Bearer $TOKEN" http://{gw[0].address}:{gw[0].gateway.port}/v1/models'
+        )
+    return 0 if converged and verify_rc == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="citadel", description="Converge and verify the CX Dev & Test AI cluster."
@@ -86,6 +227,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("render", cmd_render, "write every file HOST would receive (secrets masked)")
     p.add_argument("host", metavar="HOST", help="host name or address")
     p.add_argument("-o", "--output", required=True, help="directory to write into")
+
+    p = add(
+        "plan",
+        cmd_plan,
+        "what a converge would change, per host (exit 0 none, 2 pending)",
+        inventory=LAB_INVENTORY,
+    )
+    p.add_argument("--limit", action="append", help="host name, address or role (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add(
+        "apply",
+        cmd_apply,
+        "converge (model servers one at a time) and write a JSON report",
+        inventory=LAB_INVENTORY,
+    )
+    p.add_argument("--limit", action="append", help="host name, address or role (repeatable)")
+    p.add_argument(
+        "--fail-percent",
+        type=int,
+        default=None,
+        help="stop when more than this percentage of hosts fail",
+    )
+    p.add_argument("--report", default="reports/apply.json", help="JSON report path")
+
+    p = add(
+        "verify",
+        cmd_verify,
+        "testinfra checks against every host (JUnit XML + summary)",
+        inventory=LAB_INVENTORY,
+    )
+    p.add_argument("--junit", default="reports/verify.xml")
+    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+
+    p = add(
+        "up",
+        cmd_up,
+        "the lab end to end: lab up, converge, verify, summary",
+        inventory=LAB_INVENTORY,
+    )
+    p.add_argument("--report", default="reports/apply.json")
+    p.add_argument("--junit", default="reports/verify.xml")
+
+    p = add(
+        "token", cmd_token, "mint a dev JWT with the lab's signing key", inventory=LAB_INVENTORY
+    )
+    p.add_argument("--sub", default="dev-user")
+    p.add_argument("--ttl", type=int, default=3600)
+    p.add_argument("--perm", action="append", help="permission claim (default: all routes)")
 
     p = add(
         "lab",
