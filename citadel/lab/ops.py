@@ -71,6 +71,23 @@ def check_overlay() -> None:
         raise LabError("kernel feature missing: overlay filesystem (modprobe overlay failed)")
 
 
+# Every booted systemd uses inotify instances; the kernel default (128 per user) runs out
+# at about 20 hosts ("Failed to allocate manager object: Too many open files").
+INOTIFY_MINIMUMS = {
+    "/proc/sys/fs/inotify/max_user_instances": 8192,
+    "/proc/sys/fs/inotify/max_user_watches": 524288,
+}
+
+
+def raise_inotify_limits() -> None:
+    for path, minimum in INOTIFY_MINIMUMS.items():
+        try:
+            if int(Path(path).read_text()) < minimum:
+                Path(path).write_text(f"{minimum}\n")
+        except (OSError, ValueError):
+            pass
+
+
 def machine_dns(config: LabConfig) -> list[str]:
     if config.dns:
         return list(config.dns)
@@ -183,7 +200,10 @@ def console_tail(hd: Path, lines: int = 15) -> str:
     except OSError:
         return "(no console log)"
     tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
-    return " | ".join(ln.strip() for ln in tail) or "(console log empty)"
+    out = " | ".join(ln.strip() for ln in tail) or "(console log empty)"
+    if "Too many open files" in out:
+        out += " (hint: raise fs.inotify.max_user_instances)"
+    return out
 
 
 # ---------------------------------------------------------------- host lifecycle
@@ -351,6 +371,7 @@ def _up(hosts: list[LabHost], config: LabConfig, log: system.Log, only: str | No
         to_start = [h for h in targets if host_running(paths, h.name) is None]
         if to_start:
             network.check_veth_support()
+            raise_inotify_limits()
         network.ensure(config)
         write_known_hosts(paths, hosts)
         t0 = time.monotonic()

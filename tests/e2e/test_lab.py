@@ -172,3 +172,14 @@ def test_foreign_bridge_and_address_refused(tmp_path: Path) -> None:
         assert "citadel-tf1" not in _sh("ip", "-br", "link")
     finally:
         subprocess.run(["ip", "link", "delete", foreign], check=False)
+
+
+def test_destroy_drops_state_and_base(tmp_path: Path) -> None:
+    # a private cache (never the shared base tree other labs run on)
+    config = _config(tmp_path / "lab", cache_dir=tmp_path / "cache")
+    paths = config.paths()
+    (paths.base_tree / "etc").mkdir(parents=True)
+    (paths.hosts_dir / "lt-e" / "upper").mkdir(parents=True)
+    assert main(["destroy"], [], config) == 0
+    assert not paths.state_dir.exists()
+    assert not paths.base_tree.exists()
