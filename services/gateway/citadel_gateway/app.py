@@ -499,7 +499,8 @@ class Gateway:
         try:
             d: Decision = await st.limiter.check(bucket, who, limit)
         except RedisUnavailable:
-            if st.cfg.redis.failure_mode == "closed":
+            # /health always fails open: a Redis outage must not make the gateway look dead
+            if st.cfg.redis.failure_mode == "closed" and bucket != "health":
                 raise GatewayError(
                     "MODEL_UNAVAILABLE",
                     "Rate limiter unavailable",
