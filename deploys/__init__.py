@@ -22,7 +22,13 @@ def converge_host() -> None:
         if config.skip is not None:
             logger.info(f"[{ctx.host.name}] {name}: skipped: {config.skip}")
             continue
-        module = importlib.import_module(f"deploys.{name}")
+        try:
+            module = importlib.import_module(f"deploys.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"deploys.{name}":
+                raise
+            logger.warning(f"[{ctx.host.name}] {name}: skipped: no deploy module deploys/{name}.py")
+            continue
         try:
             module.apply(ctx, config)
         except ArtifactUnavailable as exc:

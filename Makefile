@@ -1,0 +1,32 @@
+# The two commands a newcomer types first (README): `make up` and `make test`.
+VENV ?= .venv
+INVENTORY ?= inventory/lab.yml
+
+.PHONY: install up test down status validate lint bench clean
+
+install:
+	@scripts/bootstrap.sh
+
+## The main job: the whole cluster as lab hosts, converged and verified, with a summary.
+up: install
+	$(VENV)/bin/citadel up -i $(INVENTORY)
+
+## Every test layer but bench (unit, gateway, exporter, and the lab end to end when root).
+test: install
+	scripts/test.sh
+
+down: install
+	$(VENV)/bin/citadel lab down -i $(INVENTORY)
+
+status: install
+	$(VENV)/bin/citadel lab status -i $(INVENTORY)
+
+validate: install
+	$(VENV)/bin/citadel validate -i inventory/production.yml
+	$(VENV)/bin/citadel validate -i inventory/lab.yml
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf reports .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what `make up` and `make test` need on a fresh Debian machine (run as root):
+# system packages (services are NOT started here), then the project's virtualenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+# Tools the tests call: redis-server (gateway tests), promtool, nft, sshd -t, nginx -t, and the
+# lab's own prerequisites (debootstrap, systemd-nspawn, nftables, iproute2).
+APT_PACKAGES=(redis-server prometheus nftables openssh-server nginx-light debootstrap
+              systemd-container iproute2 curl ca-certificates)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "bootstrap: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  # Keep package scripts from starting services on this machine (tests start their own).
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
+  fi
+  trap '[[ $created_policy == 1 ]] && rm -f "$policy"' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp="$VENV/.citadel-installed"
+want=$(cat pyproject.toml services/*/pyproject.toml | sha256sum | cut -c1-16)
+if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  exit 0
+fi
+[[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q -e '.[dev]' -e services/gateway -e services/gpu_exporter
+echo "$want" >"$stamp"
+echo "bootstrap: virtualenv ready at $VENV"

@@ -1,0 +1,139 @@
+"""plan / apply reports from pyinfra's JSON; production is refused from this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citadel.cli import main
+from citadel.converge import (
+    EXIT_CHANGES,
+    EXIT_NO_CHANGE,
+    format_plan,
+    plan_by_host,
+    plan_exit_code,
+    results_by_host,
+)
+from citadel.verify_run import format_summary, summarize
+
+PLAN = {
+    "plan": [
+        {
+            "name": "Refresh apt package lists",
+            "names": ["apt.update"],
+            "hosts_with_change": ["data"],
+            "hosts_with_conditional_change": [],
+        },
+        {
+            "name": "redis: configure | Write /etc/redis/redis.conf",
+            "names": ["files.put"],
+            "hosts_with_change": ["data"],
+            "hosts_with_conditional_change": [],
+        },
+        {
+            "name": "redis: activate | Restart redis-server",
+            "names": ["systemd.service"],
+            "hosts_with_change": [],
+            "hosts_with_conditional_change": ["data"],
+        },
+        {
+            "name": "Shell: migrate",
+            "names": ["server.shell"],
+            "hosts_with_change": ["gateway"],
+            "hosts_with_conditional_change": [],
+        },
+    ],
+    "results": None,
+}
+
+
+def test_plan_lists_changes_per_host_and_marks_shell_and_conditional() -> None:
+    plans = plan_by_host(PLAN)
+    assert plans["data"].changes == ["redis: configure | Write /etc/redis/redis.conf"]
+    assert plans["data"].conditional == ["redis: activate | Restart redis-server"]
+    assert plans["gateway"].shell == ["Shell: migrate"]
+    text = format_plan(plans, ["data", "gateway", "webui"])
+    assert "webui: no changes" in text
+    assert "[shell: always runs]" in text
+    assert plan_exit_code(plans) == EXIT_CHANGES
+
+
+def test_housekeeping_and_conditional_only_mean_no_drift() -> None:
+    plan = {"plan": [PLAN["plan"][0], PLAN["plan"][2]]}
+    assert plan_exit_code(plan_by_host(plan)) == EXIT_NO_CHANGE
+
+
+def test_results_count_changed_failed_and_unchanged() -> None:
+    report = {
+        "results": {
+            "operations": [
+                {"name": "a", "success": ["data"], "error": [], "no_change": ["gateway"]},
+                {"name": "b", "success": [], "error": ["gateway"], "no_change": ["data"]},
+            ],
+            "failed_hosts": ["gateway", "webui"],
+        }
+    }
+    results = results_by_host(report)
+    assert results["data"].changed == ["a"] and results["data"].unchanged == 1
+    assert results["gateway"].failed == ["b"]
+    assert results["webui"].failed  # unreachable hosts are failures too
+
+
+def test_plan_against_production_is_refused_here(monkeypatch, capsys) -> None:
+    for name in (
+        "model_api_key",
+        "qdrant_api_key",
+        "redis_password",
+        "grafana_admin_password",
+        "postgres_owner_password",
+        "postgres_app_password",
+        "postgres_readonly_password",
+        "postgres_exporter_password",
+        "webui_secret_key",
+        "webui_gateway_token",
+    ):
+        monkeypatch.setenv(f"CITADEL_SECRET_{name.upper()}", "x")
+    monkeypatch.delenv("CITADEL_ALLOW_PRODUCTION", raising=False)
+
+    def must_not_connect(*args, **kwargs):
+        raise AssertionError("tried to connect to production")
+
+    monkeypatch.setattr("citadel.cli.run_pyinfra", must_not_connect)
+    monkeypatch.setattr("citadel.cli.run_verify", must_not_connect)
+    for command in (["plan"], ["apply"], ["verify"]):
+        assert main([*command, "-i", "inventory/production.yml"]) == 1
+        assert "refusing to connect to production" in capsys.readouterr().err
+
+
+def test_plan_validates_before_anything_connects(capsys) -> None:
+    assert main(["plan", "-i", "tests/unit/inventories/bad_port_clash.yml"]) == 2
+    assert "already used by postgres" in capsys.readouterr().err
+
+
+def test_verify_summary_from_junit(tmp_path: Path) -> None:
+    junit = tmp_path / "v.xml"
+    junit.write_text(
+        """<testsuites><testsuite>
+        <testcase classname="tests.verify.test_redis" name="test_auth[data]"/>
+        <testcase classname="tests.verify.test_qdrant" name="test_ready[vector-db]">
+          <skipped message="qdrant 1.15.4: artifact unavailable"/></testcase>
+        <testcase classname="tests.verify.test_postgres" name="test_sql[data]">
+          <failure message="boom"/></testcase>
+        </testsuite></testsuites>"""
+    )
+    cells = summarize(junit)
+    assert cells[("redis", "data")].status == "verified"
+    assert cells[("qdrant", "vector-db")].status == "skipped: qdrant 1.15.4: artifact unavailable"
+    assert cells[("postgres", "data")].status == "FAILED"
+    assert "vector-db" in format_summary(cells)
+
+
+@pytest.mark.parametrize("limit", [["nope"]])
+def test_unknown_limit_is_one_line(limit) -> None:
+    from citadel.cli import _selected_hosts
+    from citadel.errors import CitadelError
+    from citadel.loader import load_cluster
+
+    with pytest.raises(CitadelError, match="--limit nope: no host or role"):
+        _selected_hosts(load_cluster("inventory/lab.yml"), limit)
