@@ -1,0 +1,213 @@
+"""The whole lab end to end: converge -> converge again (nothing changes) -> verify -> drift
+plan -> a fault drill -> down (nothing left).
+
+Needs root and systemd-nspawn (CI has both). Starts from a cold lab (fresh host overlays; the
+cached base tree, wheels and model are reused) unless CITADEL_E2E_REUSE=1; leaves the lab down
+unless CITADEL_E2E_KEEP=1. Times land in reports/e2e-times.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citadel.converge import plan_by_host, run_pyinfra
+from citadel.lab import LabConfig, LabHost, lab_paths
+from citadel.lab import ops as lab_ops
+from citadel.loader import load_cluster
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
+    pytest.mark.skipif(
+        shutil.which("systemd-nspawn") is None, reason="systemd-nspawn is not installed"
+    ),
+]
+
+INVENTORY = "inventory/lab.yml"
+TIMES = Path("reports/e2e-times.json")
+DRIFT = Path("inventory/.e2e-drift.yml")
+
+
+def citadel(
+    *args: str, check: bool = False, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "citadel.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"citadel {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def record(name: str, seconds: float) -> None:
+    data = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    data[name] = round(seconds, 1)
+    TIMES.parent.mkdir(exist_ok=True)
+    TIMES.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def converge(inventory: str = INVENTORY, **kw: Any) -> dict[str, Any]:
+    return run_pyinfra(inventory, dry=False, stream=False, **kw)
+
+
+def changed_ops(report: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for op in report["results"]["operations"]:
+        for host in op["success"]:
+            out.setdefault(host, []).append(op["name"])
+    return out
+
+
+def lab_hosts() -> list[LabHost]:
+    return [LabHost(h.name, str(h.address)) for h in load_cluster(INVENTORY).cluster.hosts]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab() -> Iterator[None]:
+    if not os.environ.get("CITADEL_E2E_REUSE"):
+        citadel("lab", "down")
+        shutil.rmtree(lab_paths().state_dir, ignore_errors=True)  # cold hosts, cached base
+    t0 = time.monotonic()
+    citadel("lab", "up", check=True)
+    record("lab_up_s", time.monotonic() - t0)
+    yield
+    DRIFT.unlink(missing_ok=True)
+    DRIFT.with_suffix(".py").unlink(missing_ok=True)
+    if not os.environ.get("CITADEL_E2E_KEEP"):
+        citadel("lab", "down")
+
+
+def test_first_converge_succeeds_on_every_host() -> None:
+    t0 = time.monotonic()
+    report = converge()
+    record("converge_cold_s", time.monotonic() - t0)
+    assert report["results"]["failed_hosts"] == []
+
+
+def test_second_converge_changes_nothing() -> None:
+    t0 = time.monotonic()
+    report = converge()
+    record("converge_noop_s", time.monotonic() - t0)
+    assert report["results"]["failed_hosts"] == []
+    assert changed_ops(report) == {}
+    assert report["results"]["totals"]["success"] == 0
+
+
+def test_verify_passes_on_every_host() -> None:
+    proc = citadel("verify", "--junit", "reports/e2e-verify.xml")
+    assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+def test_plan_after_converge_is_clean() -> None:
+    proc = citadel("plan")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_drift_is_planned_on_exactly_the_affected_host_then_applied() -> None:
+    DRIFT.write_text(
+        textwrap.dedent("""\
+        # e2e drift drill: one value changed in the lab's group data
+        extends: lab.yml
+        overrides:
+          - name: e2e-drift
+            why: the drift drill of tests/e2e/test_cluster.py
+            set:
+              group_data.redis.redis.maxmemory: 200mb
+        """)
+    )
+    DRIFT.with_suffix(".py").write_text(Path("inventory/lab.py").read_text())
+    report = run_pyinfra(str(DRIFT), dry=True, stream=False)
+    plans = {h: p for h, p in plan_by_host(report).items() if p.changes or p.shell}
+    assert set(plans) == {"data"}
+    assert all("redis" in change for change in plans["data"].changes), plans["data"].changes
+    assert citadel("plan", "-i", str(DRIFT)).returncode == 2
+    assert converge(str(DRIFT))["results"]["failed_hosts"] == []
+    assert citadel("plan", "-i", str(DRIFT)).returncode == 0
+    assert converge()["results"]["failed_hosts"] == []  # back to the lab as declared
+    assert citadel("plan").returncode == 0
+
+
+def _psql(sql: str) -> subprocess.CompletedProcess[str]:
+    return citadel(
+        "lab", "ssh", "data", "--", f'runuser -u postgres -- psql -d citadel_db -tAc "{sql}"'
+    )
+
+
+def test_fault_drill_host_dies_mid_converge_then_recovers_with_its_data() -> None:
+    marker = f"e2e-drill-{int(time.time())}"
+    wrote = _psql(
+        "INSERT INTO ai_models.performance_metrics "
+        f"(model_name, avg_inference_time_ms, total_requests, success_rate) "
+        f"VALUES ('{marker}', 1, 1, 1)"
+    )
+    assert wrote.returncode == 0, wrote.stderr
+
+    hosts = lab_hosts()
+    stopped = threading.Event()
+
+    def stop_data_when_connected(proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Preparing operation" in line or "Beginning operation run" in line:
+                lab_ops.stop_host("data", LabConfig.from_env(), log=lambda m: None)
+                stopped.set()
+                break
+        for _ in proc.stderr:
+            pass
+
+    cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", "inventory/lab.py", "deploy.py"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = threading.Thread(target=stop_data_when_connected, args=(proc,))
+    watcher.start()
+    out, _ = proc.communicate(timeout=900)
+    watcher.join()
+    assert stopped.is_set()
+    results = json.loads(out)["results"]
+    assert results["failed_hosts"] == ["data"]
+
+    lab_ops.start_host(hosts, "data", LabConfig.from_env(), log=lambda m: None)
+    report = converge()
+    assert report["results"]["failed_hosts"] == []
+    kept = _psql(f"SELECT count(*) FROM ai_models.performance_metrics WHERE model_name='{marker}'")
+    assert kept.stdout.strip() == "1"
+    proc2 = citadel("verify", "--junit", "reports/e2e-verify-after-drill.xml")
+    assert proc2.returncode == 0, proc2.stdout[-6000:]
+
+
+def test_lab_down_leaves_nothing() -> None:
+    if os.environ.get("CITADEL_E2E_KEEP"):
+        pytest.skip("CITADEL_E2E_KEEP=1: the lab stays up")
+    assert citadel("lab", "down").returncode == 0
+    state = str(lab_paths().state_dir)
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert "citadel-lab0" not in links and "vb-" not in links
+    assert state not in subprocess.run(["mount"], capture_output=True, text=True).stdout
+    assert (
+        "citadel_lab"
+        not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        if "systemd-nspawn" not in ps:
+            break
+        time.sleep(0.5)
+    assert "systemd-nspawn" not in ps
