@@ -55,7 +55,7 @@ def wait_until(fn: Any, timeout: float = 20.0, what: str = "condition") -> Any:
             last = fn()
             if last:
                 return last
-        except Exception as exc:  # noqa: BLE001 - keep polling
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}: {last!r}")
@@ -88,6 +88,7 @@ class Keys:
             d = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(pub))
             d["alg"] = "RS256"
         else:
+            assert isinstance(pub, ec.EllipticCurvePublicKey)
             d = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(pub))
             d["alg"] = "ES256"
         d["kid"] = kid
@@ -176,8 +177,19 @@ def redis_server(workdir: Path) -> Iterator[str]:
     d = workdir / "redis"
     d.mkdir()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(d)],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -320,7 +332,7 @@ class GatewayFactory:
                         break
                 except RuntimeError:
                     raise
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
                 if time.monotonic() > deadline:
                     raise AssertionError(f"gateway {name} did not start: {gw.log()[-2000:]}")

@@ -5,7 +5,7 @@
 Behaviour is chosen by the request's model name:
   *slow*    -> sleeps 3 s before answering
   *fail*    -> HTTP 500
-  stream    -> ``x_chunks`` SSE chunks (default 5), ``x_delay`` seconds apart (default 0.2)
+  stream    -> ``x_chunks`` SSE chunks (default 5), ``x_delay`` seconds apart (default 0.01)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         n = int(body.get("x_chunks", 5))
-        delay = float(body.get("x_delay", 0.2))
+        delay = float(body.get("x_delay", 0.01))
         try:
             for i in range(n):
                 chunk = {
@@ -92,7 +92,10 @@ async def completions(request: web.Request) -> web.Response:
     STATE["last_body"] = body
     if "slow" in body.get("model", ""):
         await asyncio.sleep(3)
-    text = f"completion of {body.get('prompt')!r} stop={body.get('stop')!r} suffix={body.get('suffix')!r}"
+    text = (
+        f"completion of {body.get('prompt')!r} "
+        f"stop={body.get('stop')!r} suffix={body.get('suffix')!r}"
+    )
     return web.json_response(
         {
             "id": "cmpl-1",
@@ -129,7 +132,9 @@ async def search(request: web.Request) -> web.Response:
     if request.match_info["name"] == "missing":
         return web.json_response({"status": {"error": "Collection not found"}}, status=404)
     hits = [{"id": 1, "score": 0.99, "payload": {"text": "Sample document"}}]
-    return web.json_response({"result": hits[: body.get("limit", 10)], "status": "ok", "time": 0.001})
+    return web.json_response(
+        {"result": hits[: body.get("limit", 10)], "status": "ok", "time": 0.001}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

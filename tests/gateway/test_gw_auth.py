@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -204,30 +205,29 @@ def test_authenticator_pem_unit(keys: Keys, kid: str | None) -> None:
     import asyncio
 
     from citadel_gateway.auth import Authenticator
-    from citadel_gateway.config import Auth
+    from citadel_gateway.config import Auth, _set_private
     from citadel_gateway.devtoken import mint
 
     cfg = Auth(public_key_file=str(keys.rsa1_pub), issuers=["https://i"])
-    cfg.__pydantic_private__["_public_key_pem"] = keys.rsa1_pub.read_text()  # type: ignore[index]
+    _set_private(cfg, "_public_key_pem", keys.rsa1_pub.read_text())
     auth = Authenticator(cfg)
     sub = uuid.uuid4().hex
     claims = asyncio.run(auth.verify(mint(keys.rsa1, sub, "https://i", kid=kid)))
     assert claims["sub"] == sub and claims["sid"].startswith("sess_")
 
 
-def test_devtoken_cli(keys: Keys, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_devtoken_cli(keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from citadel_gateway import devtoken
 
     key = tmp_path / "k.pem"
     key.write_bytes(keys.ec1)
-    assert devtoken.main(["--key", str(key), "--sub", "alice", "--iss", "https://i", "--perm", "a:b"]) == 0
+    assert (
+        devtoken.main(["--key", str(key), "--sub", "alice", "--iss", "https://i", "--perm", "a:b"])
+        == 0
+    )
     tok = capsys.readouterr().out.strip()
     header = jwt.get_unverified_header(tok)
     assert header["alg"] == "ES256"
     claims = jwt.decode(tok, options={"verify_signature": False})
     assert claims["sub"] == "alice" and claims["permissions"] == ["a:b"]
     assert devtoken.main(["--key", str(tmp_path / "nope.pem"), "--sub", "a", "--iss", "i"]) == 2
-
-
-
-

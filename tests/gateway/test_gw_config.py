@@ -45,7 +45,13 @@ def test_example_config_is_valid() -> None:
 
     raw = yaml.safe_load((GW_SRC / "example-config.yml").read_text())
     cfg = GatewayConfig.model_validate(raw)  # secrets files are not read here
-    assert set(cfg.health.services) == {"llama_chat", "llama_instruct", "embeddings", "vector_db", "database"}
+    assert set(cfg.health.services) == {
+        "llama_chat",
+        "llama_instruct",
+        "embeddings",
+        "vector_db",
+        "database",
+    }
 
 
 @pytest.mark.parametrize(
@@ -55,11 +61,19 @@ def test_example_config_is_valid() -> None:
         (lambda c: c["listen"].update(port="http"), "listen.port:"),
         (lambda c: c["models"]["m"].update(kind="video"), "models.m.kind:"),
         (lambda c: c["models"]["m"].update(backends=["ftp://x"]), "models.m.backends[0].url:"),
-        (lambda c: c["auth"].update(public_key_file="/nonexistent/key.pem"), "auth.public_key_file: cannot read"),
-        (lambda c: c["auth"].update(jwks_url="http://127.0.0.1:1/jwks"), "auth: set exactly one of"),
+        (
+            lambda c: c["auth"].update(public_key_file="/nonexistent/key.pem"),
+            "auth.public_key_file: cannot read",
+        ),
+        (
+            lambda c: c["auth"].update(jwks_url="http://127.0.0.1:1/jwks"),
+            "auth: set exactly one of",
+        ),
         (lambda c: c["health"]["services"]["x"].update(model="nope"), "unknown model 'nope'"),
-        (lambda c: c["rate_limits"].update(chat_completions={"per_minute": 0, "burst": 1}),
-         "rate_limits.chat_completions.per_minute:"),
+        (
+            lambda c: c["rate_limits"].update(chat_completions={"per_minute": 0, "burst": 1}),
+            "rate_limits.chat_completions.per_minute:",
+        ),
         (lambda c: c["metrics"].update(allow=["not-a-cidr"]), "metrics.allow:"),
     ],
 )
@@ -100,7 +114,9 @@ def _models(g: Any, token: Tokens) -> set[str]:
         return {m["id"] for m in c.get("/v1/models", headers=token.headers()).json()["data"]}
 
 
-def test_sighup_reload_good_and_bad(gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens) -> None:
+def test_sighup_reload_good_and_bad(
+    gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens
+) -> None:
     c = copy.deepcopy(cfg)
     c["metrics"] = {"allow": ["10.0.0.0/8"]}
     g = gateways(c, "reload")
@@ -110,7 +126,10 @@ def test_sighup_reload_good_and_bad(gateways: GatewayFactory, cfg: dict[str, Any
     assert "added-model" not in _models(g, token)
     # good reload
     c2 = copy.deepcopy(g.cfg)
-    c2["models"]["added-model"] = {"kind": "chat", "backends": c2["models"]["llama-3-chat"]["backends"]}
+    c2["models"]["added-model"] = {
+        "kind": "chat",
+        "backends": c2["models"]["llama-3-chat"]["backends"],
+    }
     c2["metrics"] = {"allow": ["127.0.0.0/8"]}
     g.config_path.write_text(yaml.safe_dump(c2))
     g.proc.send_signal(signal.SIGHUP)
@@ -133,7 +152,9 @@ def test_sighup_reload_good_and_bad(gateways: GatewayFactory, cfg: dict[str, Any
     assert "bogus: unknown field" in line
 
 
-def test_two_workers_metrics_aggregate(gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens) -> None:
+def test_two_workers_metrics_aggregate(
+    gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens
+) -> None:
     c = copy.deepcopy(cfg)
     c["listen"] = {"workers": 2}
     g = gateways(c, "workers2")
@@ -145,13 +166,17 @@ def test_two_workers_metrics_aggregate(gateways: GatewayFactory, cfg: dict[str, 
         for _ in range(3):
             text = cl.get("/metrics").text
             line = next(
-                x for x in text.splitlines()
+                x
+                for x in text.splitlines()
                 if x.startswith("http_requests_total{") and 'route="/v1/models"' in x
             )
             assert float(line.split()[-1]) == n
     # SIGHUP to the parent is validated there and forwarded to the workers
     c2 = copy.deepcopy(g.cfg)
-    c2["models"]["w2-model"] = {"kind": "chat", "backends": c2["models"]["llama-3-chat"]["backends"]}
+    c2["models"]["w2-model"] = {
+        "kind": "chat",
+        "backends": c2["models"]["llama-3-chat"]["backends"],
+    }
     g.config_path.write_text(yaml.safe_dump(c2))
     g.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10

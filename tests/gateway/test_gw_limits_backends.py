@@ -12,13 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Gw, GatewayFactory, Tokens
+from .conftest import GatewayFactory, Gw, Tokens
 
 CHAT = {"model": "llama-3-chat", "messages": [{"role": "user", "content": "hi"}]}
 COMP = {"model": "llama-3-instruct", "prompt": "x", "max_tokens": 5}
 
 
-def _fire(urls: list[str], path: str, body: dict[str, Any], headers: dict[str, str]) -> list[httpx.Response]:
+def _fire(
+    urls: list[str], path: str, body: dict[str, Any], headers: dict[str, str]
+) -> list[httpx.Response]:
     def one(url: str) -> httpx.Response:
         with httpx.Client(timeout=20) as c:
             return c.post(url + path, json=body, headers=headers)
@@ -86,9 +88,15 @@ def blackhole() -> Any:
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
-def test_redis_down(gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens, blackhole: Any, mode: str) -> None:
+def test_redis_down(
+    gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens, blackhole: Any, mode: str
+) -> None:
     c = copy.deepcopy(cfg)
-    c["redis"] = {"url": f"redis://127.0.0.1:{blackhole.port}/0", "socket_timeout_ms": 200, "failure_mode": mode}
+    c["redis"] = {
+        "url": f"redis://127.0.0.1:{blackhole.port}/0",
+        "socket_timeout_ms": 200,
+        "failure_mode": mode,
+    }
     g = gateways(c, f"redis-{mode}")
     with g.client(timeout=10) as cl:
         for _ in range(3):
@@ -107,14 +115,18 @@ def test_redis_down(gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens
         metrics = cl.get("/metrics").text
     assert 'gateway_redis_errors_total{op="ratelimit"}' in metrics
     if mode == "open":
-        line = next(x for x in metrics.splitlines() if x.startswith("gateway_ratelimit_failopen_total"))
+        line = next(
+            x for x in metrics.splitlines() if x.startswith("gateway_ratelimit_failopen_total")
+        )
         assert float(line.split()[-1]) >= 3
 
 
 def test_slow_backend_504(gw: Gw, token: Tokens) -> None:
     with gw.client() as c:
         t0 = time.monotonic()
-        r = c.post("/v1/chat/completions", json=dict(CHAT, model="slow-chat"), headers=token.headers())
+        r = c.post(
+            "/v1/chat/completions", json=dict(CHAT, model="slow-chat"), headers=token.headers()
+        )
         elapsed = time.monotonic() - t0
     assert r.status_code == 504, r.text
     assert r.json()["error"]["code"] == "TIMEOUT"
@@ -123,7 +135,9 @@ def test_slow_backend_504(gw: Gw, token: Tokens) -> None:
 
 def test_failing_backend_503(gw: Gw, token: Tokens) -> None:
     with gw.client() as c:
-        r = c.post("/v1/chat/completions", json=dict(CHAT, model="fail-chat"), headers=token.headers())
+        r = c.post(
+            "/v1/chat/completions", json=dict(CHAT, model="fail-chat"), headers=token.headers()
+        )
     assert r.status_code == 503
     err = r.json()["error"]
     assert err["code"] == "MODEL_UNAVAILABLE" and err["details"]["upstream_status"] == 500
@@ -158,7 +172,9 @@ def test_retry_on_other_backend_before_first_byte(gw: Gw, token: Tokens) -> None
     # mixed-chat: one dead backend, one live one; every request succeeds
     with gw.client() as c:
         for _ in range(4):
-            r = c.post("/v1/chat/completions", json=dict(CHAT, model="mixed-chat"), headers=token.headers())
+            r = c.post(
+                "/v1/chat/completions", json=dict(CHAT, model="mixed-chat"), headers=token.headers()
+            )
             assert r.status_code == 200, r.text
 
 

@@ -71,9 +71,7 @@ def test_embeddings_shape_string_and_list(gw: Gw, token: Tokens) -> None:
             assert b["data"][0]["object"] == "embedding"
             assert isinstance(b["data"][0]["embedding"], list)
             assert set(b["usage"]) >= {"prompt_tokens", "total_tokens"}
-            two = c.post(
-                path, json={"model": "llama-3-embeddings", "input": ["a", "b"]}, headers=h
-            )
+            two = c.post(path, json={"model": "llama-3-embeddings", "input": ["a", "b"]}, headers=h)
             assert [d["index"] for d in two.json()["data"]] == [0, 1]
         bad = c.post("/api/embeddings", json={"model": "llama-3-embeddings", "input": 5}, headers=h)
         assert _err(bad, 400, "INVALID_PARAMS")["details"]["field"] == "input"
@@ -87,8 +85,12 @@ def test_models(gw: Gw, token: Tokens) -> None:
 
 
 def test_collection_search_adds_api_key(gw: Gw, token: Tokens, backend: str) -> None:
-    body = {"vector": [0.1, 0.2, 0.3, 0.4], "limit": 5, "with_payload": True,
-            "filter": {"must": [{"key": "category", "match": {"value": "technology"}}]}}
+    body = {
+        "vector": [0.1, 0.2, 0.3, 0.4],
+        "limit": 5,
+        "with_payload": True,
+        "filter": {"must": [{"key": "category", "match": {"value": "technology"}}]},
+    }
     h = token.headers(perms=["vector:search"])
     with gw.client() as c:
         r = c.post("/collections/documents/points/search", json=body, headers=h)
@@ -108,7 +110,13 @@ def test_health_body(gw: Gw) -> None:
     assert r.status_code == 200
     b = r.json()
     assert set(b) == {"status", "timestamp", "services", "performance"}
-    assert set(b["services"]) == {"llama_chat", "llama_instruct", "embeddings", "vector_db", "database"}
+    assert set(b["services"]) == {
+        "llama_chat",
+        "llama_instruct",
+        "embeddings",
+        "vector_db",
+        "database",
+    }
     assert b["services"]["llama_chat"] == "healthy"
     assert b["services"]["vector_db"] == "healthy"
     assert b["services"]["database"] == "unhealthy"  # nothing listens on the test's postgres port
@@ -136,9 +144,18 @@ def test_openapi(gw: Gw, token: Tokens) -> None:
     assert r.status_code == 200
     doc = r.json()
     assert doc["openapi"].startswith("3.")
-    for p in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/embeddings",
-              "/v1/models", "/collections/{name}/points/search", "/health", "/api/v1/status",
-              "/metrics", "/openapi.json"):
+    for p in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/api/embeddings",
+        "/v1/models",
+        "/collections/{name}/points/search",
+        "/health",
+        "/api/v1/status",
+        "/metrics",
+        "/openapi.json",
+    ):
         assert p in doc["paths"], p
 
 
@@ -148,9 +165,15 @@ def test_metrics_names(gw: Gw, token: Tokens) -> None:
         r = c.get("/metrics")
     assert r.status_code == 200
     text = r.text
-    for name in ("ai_inference_duration_seconds_bucket", "ai_queue_size", "cache_hit_ratio",
-                 "vector_search_duration_seconds", "http_requests_total", "gateway_upstream_up",
-                 "gateway_overhead_seconds_bucket"):
+    for name in (
+        "ai_inference_duration_seconds_bucket",
+        "ai_queue_size",
+        "cache_hit_ratio",
+        "vector_search_duration_seconds",
+        "http_requests_total",
+        "gateway_upstream_up",
+        "gateway_overhead_seconds_bucket",
+    ):
         assert name in text, name
     assert 'http_requests_total{code="200",method="POST",route="/v1/chat/completions"}' in text
 
@@ -159,9 +182,10 @@ def test_streaming_passthrough_is_incremental(gw: Gw, token: Tokens) -> None:
     req = dict(CHAT, stream=True, x_chunks=4, x_delay=0.4)
     arrivals: list[float] = []
     chunks: list[bytes] = []
-    with gw.client() as c, c.stream(
-        "POST", "/v1/chat/completions", json=req, headers=token.headers()
-    ) as r:
+    with (
+        gw.client() as c,
+        c.stream("POST", "/v1/chat/completions", json=req, headers=token.headers()) as r,
+    ):
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         t0 = time.monotonic()
@@ -178,9 +202,10 @@ def test_streaming_passthrough_is_incremental(gw: Gw, token: Tokens) -> None:
 def test_client_disconnect_cancels_upstream(gw: Gw, token: Tokens, backend: str) -> None:
     before = backend_state(backend)["aborted_streams"]
     req = dict(CHAT, stream=True, x_chunks=100, x_delay=0.1)
-    with gw.client() as c, c.stream(
-        "POST", "/v1/chat/completions", json=req, headers=token.headers()
-    ) as r:
+    with (
+        gw.client() as c,
+        c.stream("POST", "/v1/chat/completions", json=req, headers=token.headers()) as r,
+    ):
         it = r.iter_raw()
         next(it)
     # the client closed the connection: the upstream stream must be aborted well before 10 s
@@ -204,7 +229,9 @@ def test_invalid_params(gw: Gw, token: Tokens) -> None:
             assert err["type"] == "validation_error"
         ok = c.post("/v1/chat/completions", json=dict(CHAT, max_tokens=4000), headers=h)
         assert ok.status_code == 200
-        r = c.post("/v1/chat/completions", json={"model": "llama-3-chat", "messages": "x"}, headers=h)
+        r = c.post(
+            "/v1/chat/completions", json={"model": "llama-3-chat", "messages": "x"}, headers=h
+        )
         assert _err(r, 400, "INVALID_PARAMS")["details"]["field"] == "messages"
         r = c.post("/v1/chat/completions", json=[1, 2], headers=h)
         _err(r, 400, "INVALID_PARAMS")
