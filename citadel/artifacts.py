@@ -115,3 +115,36 @@ def ensure_cached(artifact: Artifact, cache_dir: str | Path, mirror: str | None 
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Components that need a pinned artifact: section -> (artifact name, version) from its config.
+def _artifact_of(section: str, config: object) -> tuple[str, str] | None:
+    if section == "qdrant":
+        return ("qdrant", str(getattr(config, "version", "")))
+    if section == "model" and getattr(config, "engine", None) == "ollama":
+        return ("ollama", str(config.ollama.version))  # type: ignore[attr-defined]
+    return None
+
+
+_AVAILABILITY: dict[tuple[str, str, str, str | None], str | None] = {}
+
+
+def unavailable_reason(
+    section: str, config: object, cache_dir: str | Path, mirror: str | None, arch: str = "x86_64"
+) -> str | None:
+    """Why a component cannot be installed (its artifact), or None; tried once per process.
+
+    Deploys stop such a component with this line; scrape configs and gateway backends leave
+    it out, so a component that cannot be installed is absent, not down.
+    """
+    wanted = _artifact_of(section, config)
+    if wanted is None:
+        return None
+    key = (wanted[0], wanted[1], str(cache_dir), mirror)
+    if key not in _AVAILABILITY:
+        try:
+            ensure_cached(pinned(wanted[0], wanted[1], arch), cache_dir, mirror)
+            _AVAILABILITY[key] = None
+        except ArtifactUnavailable as exc:
+            _AVAILABILITY[key] = str(exc)
+    return _AVAILABILITY[key]

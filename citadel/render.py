@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from citadel.artifacts import unavailable_reason
 from citadel.components import MODULES
 from citadel.errors import CitadelError
 from citadel.model.cluster import Cluster, Host
@@ -50,6 +51,19 @@ class HostView:
                 "--require-secrets` to see every missing secret"
             ) from None
         return value
+
+    def deployed(self, host: Host, section: str) -> bool:
+        """The component runs on that host: not skipped, and its artifact can be had."""
+        return self.skipped_reason(host, section) is None
+
+    def skipped_reason(self, host: Host, section: str) -> str | None:
+        config = getattr(host, section, None)
+        if config is None:
+            return "not on this host"
+        if config.skip is not None:
+            return str(config.skip)
+        artifacts = self.cluster.artifacts
+        return unavailable_reason(section, config, artifacts.cache_dir, artifacts.mirror)
 
     @property
     def masked(self) -> bool:

@@ -19,8 +19,9 @@ def converge_host() -> None:
     ctx = current()
     for section, config in ctx.host.sections():
         name = deploy_name(section, config)
-        if config.skip is not None:
-            logger.info(f"[{ctx.host.name}] {name}: skipped: {config.skip}")
+        reason = ctx.view.skipped_reason(ctx.host, section)
+        if reason is not None:
+            logger.warning(f"[{ctx.host.name}] {name}: skipped: {reason}")
             continue
         try:
             module = importlib.import_module(f"deploys.{name}")

@@ -15,6 +15,7 @@ import pytest
 
 from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import Cluster, Host
+from citadel.render import HostView
 from citadel.verify import testinfra_host
 
 PRODUCTION_NETWORK = "192.168.10."
@@ -85,7 +86,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             name = getattr(config, "engine", section) if section == "model" else section
             if name != component:
                 continue
-            marks = [pytest.mark.skip(reason=config.skip)] if config.skip else []
+            reason = HostView(loaded.cluster, host, loaded.secrets).skipped_reason(host, section)
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
             params.append(pytest.param(Target(loaded, host), id=host.name, marks=marks))
     if not params:
         params = [
