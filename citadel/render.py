@@ -62,6 +62,8 @@ class HostView:
             return "not on this host"
         if config.skip is not None:
             return str(config.skip)
+        if self.masked:  # previews show the intended config and never fetch anything
+            return None
         artifacts = self.cluster.artifacts
         return unavailable_reason(section, config, artifacts.cache_dir, artifacts.mirror)
 
@@ -82,6 +84,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(",", ":"), sort_keys=True)
     env.filters["yaml_quote"] = lambda v: json.dumps(str(v))
+    env.filters["regex_replace_suffix"] = lambda v, suffix: f"{v}{suffix}"
     return env
 
 

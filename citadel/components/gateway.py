@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.render import HostView
 
 
 class RateLimit(StrictModel):
@@ -14,16 +20,15 @@ class RateLimit(StrictModel):
     burst: int = Field(ge=1)
 
 
-def _document_rate_limits() -> dict[str, RateLimit]:
-    """The API document's table of default limits."""
-    return {
-        "/v1/chat/completions": RateLimit(per_minute=60, burst=10),
-        "/v1/completions": RateLimit(per_minute=60, burst=10),
-        "/api/embeddings": RateLimit(per_minute=120, burst=20),
-        "/v1/embeddings": RateLimit(per_minute=120, burst=20),
-        "/collections/*/points/search": RateLimit(per_minute=300, burst=50),
-        "/health": RateLimit(per_minute=600, burst=100),
-    }
+class RateLimits(StrictModel):
+    """Per subject (JWT sub; client address for /health): the API document's table."""
+
+    enabled: bool = True
+    chat_completions: RateLimit = RateLimit(per_minute=60, burst=10)
+    completions: RateLimit = RateLimit(per_minute=60, burst=10)
+    embeddings: RateLimit = RateLimit(per_minute=120, burst=20)
+    collection_search: RateLimit = RateLimit(per_minute=300, burst=50)
+    health: RateLimit = RateLimit(per_minute=600, burst=100)
 
 
 class Auth(StrictModel):
@@ -33,13 +38,17 @@ class Auth(StrictModel):
     issuers: list[str] = Field(min_length=1)
     authorized_parties: list[str] = Field(default_factory=list)
     leeway_s: int = Field(default=30, ge=0, le=300)
+    # Route glob -> the permission a token must carry (403 INSUFFICIENT_PERMS otherwise).
+    route_permissions: dict[str, str] = Field(
+        default_factory=lambda: {"/collections/*": "vector:search"}
+    )
 
 
 class Config(ComponentConfig):
     port: PortNumber = 8000
     workers: int = Field(default=2, ge=1, le=64)
     auth: Auth
-    rate_limits: dict[str, RateLimit] = Field(default_factory=_document_rate_limits)
+    rate_limits: RateLimits = RateLimits()
     redis_failure: Literal["open", "closed"] = "open"
     cache_ttl_s: int = Field(default=3600, ge=0)
     backend_timeout_s: float = Field(default=120, gt=0)
@@ -49,3 +58,67 @@ class Config(ComponentConfig):
 
     def secrets(self) -> list[str]:
         return ["redis_password", "qdrant_api_key"]
+
+
+ETC = "/etc/citadel-gateway"
+SECRET_FILES = {  # secret name -> file the gateway reads it from
+    "redis_password": f"{ETC}/secrets/redis.password",
+    "qdrant_api_key": f"{ETC}/secrets/qdrant.key",
+    "model_api_key": f"{ETC}/secrets/model.key",
+}
+HEALTH_NAMES = {"chat": "llama_chat", "completions": "llama_instruct", "embeddings": "embeddings"}
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    """The gateway's config (checked by the gateway itself), its secrets, its key, its unit."""
+    needed = view.cluster.required_secrets(view.host)
+    out = [
+        FileSpec(
+            dest=path,
+            template="gateway/secret.j2",
+            mode="0640",
+            group="citadel-gateway",
+            secret=True,
+            extra={"name": name},
+        )
+        for name, path in SECRET_FILES.items()
+        if name in needed
+    ]
+    if cfg.auth.public_key_file:
+        out.append(
+            FileSpec(
+                dest=f"{ETC}/jwt-public.pem",
+                template="gateway/public-key.j2",
+                extra={"pem": _public_key(view, cfg.auth.public_key_file)},
+            )
+        )
+    out += [
+        FileSpec(
+            dest=f"{ETC}/config.yml",
+            template="gateway/config.yml.j2",
+            mode="0640",
+            group="citadel-gateway",
+            extra={"secret_files": SECRET_FILES, "health_names": HEALTH_NAMES},
+            validate=f"{VENV}/bin/citadel-gateway --check --config {{path}}",
+        ),
+        FileSpec(
+            dest="/etc/systemd/system/citadel-gateway.service",
+            template="gateway/citadel-gateway.service.j2",
+        ),
+    ]
+    return out
+
+
+VENV = "/opt/citadel-gateway"
+
+
+def _public_key(view: HostView, path: str) -> str:
+    """The signing key's public half, read on the controller."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        if view.masked:
+            return f"# {path} is not on this controller yet (`citadel lab up` makes it)\n"
+        raise CitadelError(
+            f"gateway.auth.public_key_file: cannot read {path} on the controller"
+        ) from None
