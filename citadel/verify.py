@@ -7,7 +7,6 @@ hosts the same way. Refuses production addresses unless explicitly allowed.
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Any
 
 import paramiko
@@ -42,8 +41,14 @@ def _client(cluster: Cluster, host: Host) -> paramiko.SSHClient:
     return client
 
 
-@cache
+_HOSTS: dict[tuple[int, str], tuple[Cluster, Any]] = {}
+
+
 def _cached_host(cluster: Cluster, name: str) -> Any:
+    # Keyed by identity: a Cluster holds lists, so it is not hashable (functools.cache fails).
+    key = (id(cluster), name)
+    if key in _HOSTS:
+        return _HOSTS[key][1]
     host = cluster.host(name)
     target = testinfra.get_host(f"paramiko://{cluster.ssh.user}@{host.address}:{cluster.ssh.port}")
     backend = target.backend
@@ -53,6 +58,7 @@ def _cached_host(cluster: Cluster, name: str) -> Any:
             f"paramiko://{cluster.ssh.user}@{host.address}:{cluster.ssh.port}", sudo=True
         )
         target.backend.__dict__["client"] = backend.client
+    _HOSTS[key] = (cluster, target)  # holding the cluster keeps its id from being reused
     return target
 
 
