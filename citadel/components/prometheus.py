@@ -1,19 +1,249 @@
-"""Prometheus: scrape config derived from the inventory, rules validated by promtool."""
+"""Prometheus: scrape config derived from the inventory, rules validated by promtool.
+
+Targets come from the model: every component that converges (not skipped) and serves metrics,
+with labels host / role / service. A component whose artifact cannot be had (e.g. Qdrant while
+its release is not pinned or not reachable) is left out: its target is absent, not down.
+Rendering stays pure: `files()` decides from the inventory and pins.yml only; the deploy adds what
+a bounded probe on the controller finds (see deploys/prometheus.py) through `absent=`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
-from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.model.cluster import Cluster, Host
+    from citadel.render import HostView
+
+CONFIG_FILE = "/etc/prometheus/prometheus.yml"
+DEFAULTS_FILE = "/etc/default/prometheus"
+RULES_DIR = "/etc/prometheus/rules"
+RECORDING_FILE = f"{RULES_DIR}/citadel-recording.yml"
+ALERTS_FILE = f"{RULES_DIR}/citadel-alerts.yml"
+SECRETS_DIR = "/etc/prometheus/secrets"
+QDRANT_KEY_FILE = f"{SECRETS_DIR}/qdrant_api_key"
+CHECK_RULES = "promtool check rules {path}"
+CHECK_CONFIG = "promtool check config {path}"
+
+
+class Alerts(StrictModel):
+    """Alert thresholds (the rules themselves live in templates/prometheus/)."""
+
+    host_down_for: str = Field(default="2m", pattern=r"^[0-9]+[smh]$")
+    gpu_temperature_celsius: int = Field(default=85, ge=40, le=120)
+    error_ratio: float = Field(default=0.05, gt=0, le=1)
+    rate_limited_per_second: float = Field(default=1.0, gt=0)
+    disk_free_ratio: float = Field(default=0.10, gt=0, lt=1)
 
 
 class Config(ComponentConfig):
     port: PortNumber = 9090
+    # Where Prometheus listens; unset: the host's own address (never 0.0.0.0 by default).
+    listen_address: IPv4Address | None = None
     retention: str = Field(default="15d", pattern=r"^[0-9]+[hdwy]$")
     scrape_interval: str = Field(default="15s", pattern=r"^[0-9]+[sm]$")
+    evaluation_interval: str = Field(default="15s", pattern=r"^[0-9]+[sm]$")
+    alerts: Alerts = Alerts()
 
     def ports(self) -> list[Port]:
         return [Port(service="prometheus", number=self.port, field="port")]
 
     def secrets(self) -> list[str]:
         return ["qdrant_api_key"]
+
+
+# -- targets -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScrapeTarget:
+    job: str  # = the component (service label)
+    host: str
+    role: str
+    address: str  # host:port
+    path: str = "/metrics"
+    bearer_file: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def all_labels(self) -> dict[str, str]:
+        return {"host": self.host, "role": self.role, "service": self.job, **self.labels}
+
+
+# Components installed from a pinned artifact (pins.yml): (pin name, version) of a config.
+def _qdrant_artifact(cfg: ComponentConfig) -> tuple[str, str]:
+    return ("qdrant", str(getattr(cfg, "version", "")))
+
+
+PINNED_ARTIFACTS: dict[str, Callable[[ComponentConfig], tuple[str, str]]] = {
+    "qdrant": _qdrant_artifact,
+}
+
+# Absent targets: (host name, section) -> why.
+Absent = Mapping[tuple[str, str], str]
+
+
+def static_absent(cluster: Cluster, pins: dict | None = None) -> dict[tuple[str, str], str]:
+    """Components that cannot converge by pins.yml alone: no sha256 pinned -> never installed.
+
+    Pure (reads the repository's pins.yml, nothing else): the same answer in tests and deploys.
+    """
+    from citadel.artifacts import ArtifactUnavailable, load_pins, pinned
+
+    pins = pins if pins is not None else load_pins()
+    out: dict[tuple[str, str], str] = {}
+    for h in cluster.hosts:
+        for section, cfg in h.components():
+            artifact_of = PINNED_ARTIFACTS.get(section)
+            if artifact_of is None:
+                continue
+            name, version = artifact_of(cfg)
+            try:
+                artifact = pinned(name, version, pins=pins)
+            except ArtifactUnavailable as exc:
+                out[(h.name, section)] = str(exc)
+                continue
+            if artifact.sha256 is None:
+                out[(h.name, section)] = f"{artifact.label()}: no sha256 pinned in pins.yml"
+    return out
+
+
+def _roles(h: Host) -> str:
+    return ",".join(h.roles) or "base"
+
+
+def scrape_targets(cluster: Cluster, absent: Absent | None = None) -> list[ScrapeTarget]:
+    """Every target Prometheus scrapes, from the components that converge, in a stable order."""
+    absent = absent if absent is not None else {}
+    out: list[ScrapeTarget] = []
+    for h in cluster.hosts:
+        role = _roles(h)
+        addr = str(h.address)
+        for section, cfg in h.components():
+            if (h.name, section) in absent:
+                continue
+            t = _target(section, cfg, h, role, addr)
+            if t is not None:
+                out.append(t)
+    order = {job: i for i, job in enumerate(JOB_ORDER)}
+    return sorted(out, key=lambda t: order.get(t.job, len(order)))
+
+
+JOB_ORDER = (
+    "prometheus",
+    "node_exporter",
+    "gpu_exporter",
+    "model",
+    "postgres_exporter",
+    "redis_exporter",
+    "qdrant",
+    "gateway",
+)
+
+
+def _target(
+    section: str, cfg: ComponentConfig, h: Host, role: str, addr: str
+) -> ScrapeTarget | None:
+    from citadel.components import (
+        gateway,
+        gpu_exporter,
+        model_server,
+        node_exporter,
+        postgres_exporter,
+        qdrant,
+        redis_exporter,
+    )
+
+    def at(port: int, **kw: object) -> ScrapeTarget:
+        return ScrapeTarget(job=section, host=h.name, role=role, address=f"{addr}:{port}", **kw)  # type: ignore[arg-type]
+
+    if isinstance(cfg, Config):
+        listen = str(cfg.listen_address or h.address)
+        return ScrapeTarget(job=section, host=h.name, role=role, address=f"{listen}:{cfg.port}")
+    if isinstance(
+        cfg,
+        node_exporter.Config
+        | gpu_exporter.Config
+        | postgres_exporter.Config
+        | redis_exporter.Config
+        | gateway.Config,
+    ):
+        return at(cfg.port)
+    if isinstance(cfg, model_server.Config):
+        # Only vLLM serves Prometheus metrics; llama.cpp's python server and Ollama have none.
+        if cfg.engine != "vllm":
+            return None
+        return at(cfg.port, labels={"model": cfg.served_name})
+    if isinstance(cfg, qdrant.Config):
+        return at(cfg.http_port, bearer_file=QDRANT_KEY_FILE)
+    return None
+
+
+def jobs(targets: list[ScrapeTarget]) -> list[dict[str, object]]:
+    """Targets grouped by job for the template (one static_config per target: its own labels)."""
+    grouped: dict[str, dict[str, object]] = {}
+    for t in targets:
+        job = grouped.setdefault(
+            t.job,
+            {"name": t.job, "path": t.path, "bearer_file": t.bearer_file, "targets": []},
+        )
+        job["targets"].append({"address": t.address, "labels": t.all_labels()})  # type: ignore[attr-defined]
+    return list(grouped.values())
+
+
+# -- files ---------------------------------------------------------------------------------------
+def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[FileSpec]:
+    cluster = view.cluster
+    absent = absent if absent is not None else static_absent(cluster)
+    targets = scrape_targets(cluster, absent)
+    gpu_hosts = [
+        h.name
+        for h in cluster.with_role("gpu")
+        if h.nvidia is not None and h.nvidia.skip is None and (h.name, "nvidia") not in absent
+    ]
+    listen = str(cfg.listen_address or view.host.address)
+    out: list[FileSpec] = []
+    if any(t.bearer_file == QDRANT_KEY_FILE for t in targets):
+        out.append(
+            FileSpec(
+                dest=QDRANT_KEY_FILE,
+                template="prometheus/qdrant_api_key.j2",
+                mode="0640",
+                group="prometheus",
+                secret=True,
+            )
+        )
+    out += [
+        FileSpec(
+            dest=RECORDING_FILE,
+            template="prometheus/citadel-recording.yml.j2",
+            validate=CHECK_RULES,
+        ),
+        FileSpec(
+            dest=ALERTS_FILE,
+            template="prometheus/citadel-alerts.yml.j2",
+            validate=CHECK_RULES,
+            extra={"gpu_hosts": gpu_hosts},
+        ),
+        FileSpec(
+            dest=CONFIG_FILE,
+            template="prometheus/prometheus.yml.j2",
+            validate=CHECK_CONFIG,
+            extra={
+                "jobs": jobs(targets),
+                "rule_files": [RECORDING_FILE, ALERTS_FILE],
+                "absent": dict(sorted(absent.items())),
+            },
+        ),
+        FileSpec(
+            dest=DEFAULTS_FILE,
+            template="prometheus/prometheus.default.j2",
+            extra={"listen": f"{listen}:{cfg.port}"},
+        ),
+    ]
+    return out
