@@ -308,7 +308,11 @@ def _merge_sections(
             for section in ROLE_COMPONENTS[role]:
                 group_value = groups.get(role, {}).get(section, {})
                 host_value = raw.get(section, {})
-                missing = _required_fields(section) if not group_value and not host_value else []
+                missing = (
+                    [f for f in _required_fields(section) if f not in (group_value or {})]
+                    if section not in raw
+                    else []
+                )
                 if missing:
                     where = f"hosts[{i}].{section}"
                     sources.reported.add(where)

@@ -81,18 +81,10 @@ def test_results_count_changed_failed_and_unchanged() -> None:
 
 
 def test_plan_against_production_is_refused_here(monkeypatch, capsys) -> None:
-    for name in (
-        "model_api_key",
-        "qdrant_api_key",
-        "redis_password",
-        "grafana_admin_password",
-        "postgres_owner_password",
-        "postgres_app_password",
-        "postgres_readonly_password",
-        "postgres_exporter_password",
-        "webui_secret_key",
-        "webui_gateway_token",
-    ):
+    from citadel.labsecrets import all_secret_names
+    from citadel.loader import load_cluster
+
+    for name in all_secret_names(load_cluster("inventory/production.yml").cluster):
         monkeypatch.setenv(f"CITADEL_SECRET_{name.upper()}", "x")
     monkeypatch.delenv("CITADEL_ALLOW_PRODUCTION", raising=False)
 

@@ -131,6 +131,7 @@ def test_secrets_each_host_needs(production: Cluster) -> None:
         "postgres_readonly_password",
         "postgres_exporter_password",
         "redis_password",
+        "redis_exporter_password",
     }
     # vLLM backends are keyed: the gateway carries their key.
     assert "model_api_key" in production.required_secrets(production.host("gateway"))
