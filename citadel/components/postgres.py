@@ -1,14 +1,42 @@
-"""PostgreSQL with pgvector: citadel_db, its schemas, least-privilege roles, migrations."""
+"""PostgreSQL with pgvector: citadel_db, its schemas, least-privilege roles, migrations.
+
+Pure model code: which packages (from the host's distribution facts), which files, which
+pg_hba rules, SCRAM verifiers. The deploy (deploys/postgres.py) reads facts and runs operations.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.model.cluster import Cluster, Host
+    from citadel.render import HostView
 
 DOCUMENT_SCHEMAS = ["ai_models", "embeddings", "users", "experiments", "monitoring"]
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
+
+# Distributions that ship pgvector for their own PostgreSQL: (os-release ID, VERSION_ID) -> major.
+DISTRO_PGVECTOR: dict[tuple[str, str], int] = {
+    ("debian", "13"): 17,
+    ("ubuntu", "24.04"): 16,
+}
+# What PGDG installs when the version is "auto", and what previews assume when no facts exist.
+PGDG_DEFAULT_VERSION = 17
+PREVIEW_VERSION = 17
+
+CONFIG_DIR = "/etc/citadel/postgres"
+CHECKCONF = "/usr/local/lib/citadel/pg-checkconf"
 
 
 class Tuning(StrictModel):
@@ -19,16 +47,19 @@ class Tuning(StrictModel):
 
 
 class Config(ComponentConfig):
-    # "auto": the distribution's version where it ships pgvector, else PGDG.
+    # "auto": the distribution's version where it ships pgvector, else PGDG's default.
     version: Literal["auto", 15, 16, 17] = "auto"
     source: Literal["auto", "distribution", "pgdg"] = "auto"
+    # PGDG: the apt repository (or a mirror of it) and its signing key.
+    pgdg_url: str = "https://apt.postgresql.org/pub/repos/apt"
+    pgdg_key_url: str = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
     port: PortNumber = 5432
-    database: str = Field(default="citadel_db", pattern=r"^[a-z_][a-z0-9_]*$")
+    database: str = Field(default="citadel_db", pattern=SQL_NAME)
     schemas: list[str] = Field(default_factory=lambda: list(DOCUMENT_SCHEMAS))
     embedding_dimension: int = Field(default=4096, ge=1, le=16000)
-    owner_role: str = "citadel_owner"
-    app_role: str = "citadel_app"
-    readonly_role: str = "citadel_readonly"
+    owner_role: str = Field(default="citadel_owner", pattern=SQL_NAME)
+    app_role: str = Field(default="citadel_app", pattern=SQL_NAME)
+    readonly_role: str = Field(default="citadel_readonly", pattern=SQL_NAME)
     allowed_clients: list[str] = Field(default_factory=lambda: ["gateway", "webui"])
     tuning: Tuning = Tuning()
 
@@ -47,3 +78,231 @@ class Config(ComponentConfig):
 
     def references(self) -> dict[str, list[str]]:
         return {"allowed_clients": self.allowed_clients}
+
+    def role_secrets(self) -> dict[str, str]:
+        """Login role -> the secret holding its password."""
+        return {
+            self.owner_role: "postgres_owner_password",
+            self.app_role: "postgres_app_password",
+            self.readonly_role: "postgres_readonly_password",
+        }
+
+
+# -- packages from facts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Install:
+    source: Literal["distribution", "pgdg"]
+    version: int
+    packages: list[str]
+    codename: str
+
+    @property
+    def bindir(self) -> str:
+        return f"/usr/lib/postgresql/{self.version}/bin"
+
+
+def choose_install(cfg: Config, release_meta: dict[str, str]) -> Install:
+    """Packages from the distribution where it ships pgvector, else PGDG; config overrides.
+
+    `release_meta` is pyinfra's LinuxDistribution fact's `release_meta` (os-release keys).
+    """
+    distro = str(release_meta.get("ID", "")).lower()
+    version_id = str(release_meta.get("VERSION_ID", ""))
+    codename = str(release_meta.get("VERSION_CODENAME", ""))
+    shipped = DISTRO_PGVECTOR.get((distro, version_id))
+    label = f"{distro or 'unknown'} {version_id or '?'}"
+    source = cfg.source
+    if source == "auto":
+        wanted = cfg.version
+        source = "distribution" if shipped is not None and wanted in ("auto", shipped) else "pgdg"
+    if source == "distribution":
+        if shipped is None:
+            raise CitadelError(
+                f"postgres: source=distribution, but {label} ships no pgvector package "
+                "(set postgres.source to pgdg or auto)"
+            )
+        if cfg.version not in ("auto", shipped):
+            raise CitadelError(
+                f"postgres: {label} ships PostgreSQL {shipped}, not {cfg.version} "
+                "(set postgres.source to pgdg for another version)"
+            )
+        version = shipped
+    else:
+        if not codename:
+            raise CitadelError(f"postgres: PGDG needs the release codename; {label} has none")
+        version = PGDG_DEFAULT_VERSION if cfg.version == "auto" else cfg.version
+    return Install(
+        source=source,
+        version=version,
+        packages=[f"postgresql-{version}", f"postgresql-{version}-pgvector"],
+        codename=codename,
+    )
+
+
+def pgdg_sources(cfg: Config, codename: str, keyring: str) -> str:
+    """The deb822 source for PGDG, signed by its keyring only."""
+    return (
+        "# PostgreSQL Global Development Group (managed by citadel)\n"
+        "Types: deb\n"
+        f"URIs: {cfg.pgdg_url}\n"
+        f"Suites: {codename}-pgdg\n"
+        "Components: main\n"
+        f"Signed-By: {keyring}\n"
+    )
+
+
+def resolved(cfg: Config, version: int) -> Config:
+    return cfg.model_copy(update={"version": version})
+
+
+def major_version(cfg: Config) -> int:
+    """The version the files are for: resolved by the deploy; previews assume PREVIEW_VERSION."""
+    return cfg.version if isinstance(cfg.version, int) else PREVIEW_VERSION
+
+
+def conf_dir(cfg: Config) -> str:
+    return f"/etc/postgresql/{major_version(cfg)}/main"
+
+
+def service_name(cfg: Config) -> str:
+    return f"postgresql@{major_version(cfg)}-main"
+
+
+# -- pg_hba -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HbaRule:
+    type: Literal["local", "host"]
+    database: str
+    users: tuple[str, ...]
+    address: str  # "" for local
+    method: str
+    comment: str = ""
+
+    def line(self) -> str:
+        users = ",".join(self.users)
+        if self.type == "local":
+            return f"local   {self.database:<12} {users:<40} {'':<18} {self.method}"
+        return f"host    {self.database:<12} {users:<40} {self.address:<18} {self.method}"
+
+
+def client_networks(cluster: Cluster, host: Host, cfg: Config) -> list[tuple[str, str]]:
+    """(CIDR, who) for every client the inventory allows to reach PostgreSQL on `host`."""
+    port = cfg.ports()[0]
+    allowed = cluster.port_clients(host, port)
+    if allowed == "any":
+        return [("0.0.0.0/0", "any")]
+    if allowed == "admins":
+        return [(str(n), "admin network") for n in host.firewall.admin_networks]
+    by_addr: dict[IPv4Address, str] = {h.address: h.name for h in cluster.hosts}
+    return [(str(IPv4Network(f"{a}/32")), by_addr.get(a, "")) for a in allowed]
+
+
+def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:
+    """Only what is needed: local admin by peer, the owner on loopback, the app and read-only
+    roles from the inventory's allowed clients, the exporter's login on loopback; scram only."""
+    db = cfg.database
+    rules = [
+        HbaRule("local", "all", ("postgres",), "", "peer", "administration as the postgres user"),
+    ]
+    local_users: tuple[str, ...] = (cfg.owner_role, cfg.app_role, cfg.readonly_role)
+    if host.postgres_exporter is not None and host.postgres_exporter.skip is None:
+        local_users += (host.postgres_exporter.role,)
+    for loopback in ("127.0.0.1/32", "::1/128"):
+        rules.append(HbaRule("host", db, local_users, loopback, "scram-sha-256", "this host"))
+    for cidr, who in client_networks(cluster, host, cfg):
+        rules.append(
+            HbaRule("host", db, (cfg.app_role, cfg.readonly_role), cidr, "scram-sha-256", who)
+        )
+    return rules
+
+
+def listen_addresses(host: Host) -> str:
+    return f"{host.address},localhost"
+
+
+# -- SCRAM verifiers --------------------------------------------------------------------------
+
+SCRAM_ITERATIONS = 4096
+
+
+def scram_sha256(password: str, role: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """A PostgreSQL SCRAM-SHA-256 verifier for `password`, computed on the controller.
+
+    The salt is derived from the password and the role name, so the verifier is stable across
+    runs (the deploy reports a change only when a password really changes) and differs between
+    roles; the plaintext password never leaves the controller.
+    """
+    salt = hmac.new(password.encode(), b"citadel-scram-salt:" + role.encode(), "sha256").digest()
+    salt = salt[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def role_verifiers(view: HostView, cfg: Config) -> dict[str, str]:
+    """Login role -> SCRAM verifier (masked previews get the verifier of the mask)."""
+    return {role: scram_sha256(view.secret(s), role) for role, s in cfg.role_secrets().items()}
+
+
+def verifier_digest(verifier: str) -> str:
+    """What the role fact reports for a role's stored password (md5 of pg_authid.rolpassword)."""
+    return hashlib.md5(verifier.encode()).hexdigest()
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    version = major_version(cfg)
+    bindir = f"/usr/lib/postgresql/{version}/bin"
+    check = f"{CHECKCONF} {bindir} {{path}}"
+    d = conf_dir(cfg)
+    return [
+        FileSpec(dest=CHECKCONF, template="postgres/pg-checkconf.sh.j2", mode="0755"),
+        # Parameters that only take effect on a restart (listen, memory, connections).
+        FileSpec(
+            dest=f"{d}/conf.d/10-citadel-restart.conf",
+            template="postgres/10-citadel-restart.conf.j2",
+            validate=check,
+        ),
+        # Parameters a reload applies.
+        FileSpec(
+            dest=f"{d}/conf.d/20-citadel.conf",
+            template="postgres/20-citadel.conf.j2",
+            validate=check,
+        ),
+        FileSpec(
+            dest=f"{d}/pg_hba.conf",
+            template="postgres/pg_hba.conf.j2",
+            mode="0640",
+            user="postgres",
+            group="postgres",
+            extra={"rules": hba_rules(view.cluster, view.host, cfg)},
+        ),
+        FileSpec(
+            dest=f"{CONFIG_DIR}/roles.sql",
+            template="postgres/roles.sql.j2",
+            mode="0600",
+            secret=True,
+            extra={"verifiers": role_verifiers(view, cfg), "literal": sql_literal},
+        ),
+        FileSpec(
+            dest=f"{CONFIG_DIR}/access.sql",
+            template="postgres/access.sql.j2",
+            mode="0600",
+        ),
+    ]

@@ -1,8 +1,16 @@
-"""prometheus-redis-exporter beside Redis."""
+"""prometheus-redis-exporter beside Redis, as an ACL user that may only read server info."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.render import HostView
+
+ENV_FILE = "/etc/default/prometheus-redis-exporter"
 
 
 class Config(ComponentConfig):
@@ -14,4 +22,24 @@ class Config(ComponentConfig):
         ]
 
     def secrets(self) -> list[str]:
-        return ["redis_password"]
+        return ["redis_exporter_password"]
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    from citadel.components.postgres_exporter import env_quote
+    from citadel.components.redis import EXPORTER_USER
+
+    redis = view.host.redis
+    return [
+        FileSpec(
+            dest=ENV_FILE,
+            template="redis_exporter/prometheus-redis-exporter.default.j2",
+            mode="0600",
+            secret=True,
+            extra={
+                "redis_port": redis.port if redis is not None else 6379,
+                "user": EXPORTER_USER,
+                "env_quote": env_quote,
+            },
+        )
+    ]

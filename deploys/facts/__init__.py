@@ -1,0 +1,1 @@
+"""Custom pyinfra facts (read-only commands whose output the deploys plan from)."""

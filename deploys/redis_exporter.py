@@ -1,0 +1,49 @@
+"""prometheus-redis-exporter: Debian's package, an info-only ACL user, the host's address."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, systemd
+from pyinfra.operations.util import any_changed
+
+from citadel.components.redis_exporter import Config
+from deploys._context import DeployContext
+from deploys._files import put_files
+
+SERVICE = "prometheus-redis-exporter"
+
+
+@deploy("redis_exporter: install")
+def install(ctx: DeployContext, cfg: Config) -> None:
+    apt.packages(
+        name=f"Install {SERVICE}",
+        packages=[SERVICE],
+        no_recommends=True,
+        cache_time=3600,
+        update=True,
+    )
+
+
+@deploy("redis_exporter: configure")
+def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+    return put_files(ctx.files("redis_exporter"))
+
+
+@deploy("redis_exporter: activate")
+def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+    systemd.service(
+        name=f"Restart {SERVICE} (config changed)",
+        service=SERVICE,
+        restarted=True,
+        _if=any_changed(*changed),
+    )
+    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+
+
+def apply(ctx: DeployContext, cfg: Config) -> None:
+    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
+    cast(Any, install)(ctx, cfg)
+    cast(Any, activate)(ctx, cfg, cast(Any, configure)(ctx, cfg))
