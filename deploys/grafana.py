@@ -10,7 +10,6 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -19,6 +18,7 @@ from citadel.artifacts import ArtifactUnavailable
 from citadel.components import grafana as model
 from citadel.components.grafana import Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 SERVICE = "grafana-server"

@@ -5,13 +5,13 @@ The reference component: copy this shape (install / configure / activate + apply
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, systemd
 from pyinfra.operations.util import any_changed
 
 from citadel.components.node_exporter import Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 SERVICE = "prometheus-node-exporter"

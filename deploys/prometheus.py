@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
@@ -24,6 +23,7 @@ from citadel.components.prometheus import Config
 from citadel.model.cluster import Cluster
 from citadel.render import RenderedFile, render_template
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 SERVICE = "prometheus"
