@@ -130,20 +130,35 @@ _AVAILABILITY: dict[tuple[str, str, str, str | None], str | None] = {}
 
 
 def unavailable_reason(
-    section: str, config: object, cache_dir: str | Path, mirror: str | None, arch: str = "x86_64"
+    section: str,
+    config: object,
+    cache_dir: str | Path,
+    mirror: str | None,
+    arch: str = "x86_64",
+    probe: bool = True,
 ) -> str | None:
-    """Why a component cannot be installed (its artifact), or None; tried once per process.
+    """Why a component cannot be installed (its artifact), or None.
 
-    Deploys stop such a component with this line; scrape configs and gateway backends leave
-    it out, so a component that cannot be installed is absent, not down.
+    Without `probe` only pins.yml decides (pure: an artifact with no sha256 pinned is never
+    installed); with it, the artifact is fetched into the controller cache once per process.
+    Deploys stop such a component with this line; scrape configs and gateway backends leave it
+    out, so a component that cannot be installed is absent, not down.
     """
     wanted = _artifact_of(section, config)
     if wanted is None:
         return None
+    try:
+        artifact = pinned(wanted[0], wanted[1], arch)
+    except ArtifactUnavailable as exc:
+        return str(exc)
+    if artifact.sha256 is None:
+        return f"{artifact.label()}: no sha256 pinned in pins.yml"
+    if not probe:
+        return None
     key = (wanted[0], wanted[1], str(cache_dir), mirror)
     if key not in _AVAILABILITY:
         try:
-            ensure_cached(pinned(wanted[0], wanted[1], arch), cache_dir, mirror)
+            ensure_cached(artifact, cache_dir, mirror)
             _AVAILABILITY[key] = None
         except ArtifactUnavailable as exc:
             _AVAILABILITY[key] = str(exc)

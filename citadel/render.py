@@ -62,10 +62,11 @@ class HostView:
             return "not on this host"
         if config.skip is not None:
             return str(config.skip)
-        if self.masked:  # previews show the intended config and never fetch anything
-            return None
         artifacts = self.cluster.artifacts
-        return unavailable_reason(section, config, artifacts.cache_dir, artifacts.mirror)
+        # Previews never fetch anything: there pins.yml alone decides.
+        return unavailable_reason(
+            section, config, artifacts.cache_dir, artifacts.mirror, probe=not self.masked
+        )
 
     @property
     def masked(self) -> bool:

@@ -3,13 +3,13 @@
 Targets come from the model: every component that converges (not skipped) and serves metrics,
 with labels host / role / service. A component whose artifact cannot be had (e.g. Qdrant while
 its release is not pinned or not reachable) is left out: its target is absent, not down.
-Rendering stays pure: `files()` decides from the inventory and pins.yml only; the deploy adds what
-a bounded probe on the controller finds (see deploys/prometheus.py) through `absent=`.
+Previews decide from the inventory and pins.yml only; a converge also tries to fetch the
+artifact on the controller (`HostView.skipped_reason`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
@@ -75,42 +75,29 @@ class ScrapeTarget:
         return {"host": self.host, "role": self.role, "service": self.job, **self.labels}
 
 
-# Components installed from a pinned artifact (pins.yml): (pin name, version) of a config.
-def _qdrant_artifact(cfg: ComponentConfig) -> tuple[str, str]:
-    return ("qdrant", str(getattr(cfg, "version", "")))
-
-
-PINNED_ARTIFACTS: dict[str, Callable[[ComponentConfig], tuple[str, str]]] = {
-    "qdrant": _qdrant_artifact,
-}
-
 # Absent targets: (host name, section) -> why.
 Absent = Mapping[tuple[str, str], str]
 
 
-def static_absent(cluster: Cluster, pins: dict | None = None) -> dict[tuple[str, str], str]:
-    """Components that cannot converge by pins.yml alone: no sha256 pinned -> never installed.
-
-    Pure (reads the repository's pins.yml, nothing else): the same answer in tests and deploys.
+def absent_components(view: HostView) -> dict[tuple[str, str], str]:
+    """Components that will not run, with why: skipped by the inventory, or their artifact
+    cannot be had (citadel's one rule, `HostView.skipped_reason`; previews read pins.yml only).
     """
-    from citadel.artifacts import ArtifactUnavailable, load_pins, pinned
-
-    pins = pins if pins is not None else load_pins()
     out: dict[tuple[str, str], str] = {}
-    for h in cluster.hosts:
-        for section, cfg in h.components():
-            artifact_of = PINNED_ARTIFACTS.get(section)
-            if artifact_of is None:
-                continue
-            name, version = artifact_of(cfg)
-            try:
-                artifact = pinned(name, version, pins=pins)
-            except ArtifactUnavailable as exc:
-                out[(h.name, section)] = str(exc)
-                continue
-            if artifact.sha256 is None:
-                out[(h.name, section)] = f"{artifact.label()}: no sha256 pinned in pins.yml"
+    for h in view.cluster.hosts:
+        for section, _cfg in h.components():
+            reason = view.skipped_reason(h, section)
+            if reason is not None:
+                out[(h.name, section)] = reason
     return out
+
+
+def static_absent(cluster: Cluster) -> dict[tuple[str, str], str]:
+    """`absent_components` without fetching anything (pins.yml decides): for tests and verify."""
+    from citadel.render import HostView
+    from citadel.secrets import MaskedSecrets
+
+    return absent_components(HostView(cluster, cluster.hosts[0], MaskedSecrets()))
 
 
 def _roles(h: Host) -> str:
@@ -199,7 +186,7 @@ def jobs(targets: list[ScrapeTarget]) -> list[dict[str, object]]:
 # -- files ---------------------------------------------------------------------------------------
 def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[FileSpec]:
     cluster = view.cluster
-    absent = absent if absent is not None else static_absent(cluster)
+    absent = absent if absent is not None else absent_components(view)
     targets = scrape_targets(cluster, absent)
     gpu_hosts = [
         h.name
