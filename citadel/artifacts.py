@@ -152,7 +152,10 @@ def unavailable_reason(
     except ArtifactUnavailable as exc:
         return str(exc)
     if artifact.sha256 is None:
-        return f"{artifact.label()}: no sha256 pinned in pins.yml"
+        return (
+            f"{artifact.label()}: artifact unavailable: no sha256 pinned in pins.yml for "
+            f"{source_url(artifact, mirror)} (an unverified download is never installed)"
+        )
     if not probe:
         return None
     key = (wanted[0], wanted[1], str(cache_dir), mirror)

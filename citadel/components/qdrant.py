@@ -1,12 +1,30 @@
-"""Qdrant vector database from its pinned release artifact."""
+"""Qdrant vector database from its pinned release artifact (pins.yml, sha256, controller cache).
+
+Pure model code: files, install paths, the extract command, and the collection plan; the deploy
+(deploys/qdrant.py) fetches the artifact through citadel.artifacts and runs the operations.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import shlex
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.render import HostView
+
+USER = "qdrant"
+HOME = "/var/lib/qdrant"
+CONFIG = "/etc/qdrant/config.yaml"
+API_KEY_HEADER = "/etc/qdrant/api-key.header"
+UNIT = "/etc/systemd/system/qdrant.service"
+BINARY_LINK = "/usr/local/bin/qdrant"
+SERVICE = "qdrant"
 
 
 class Collection(StrictModel):
@@ -23,6 +41,7 @@ class Config(ComponentConfig):
     snapshots_path: str = "/var/lib/qdrant/snapshots"
     collections: list[Collection] = Field(default_factory=list)
     allowed_clients: list[str] = Field(default_factory=lambda: ["gateway"])
+    max_open_files: int = Field(default=65536, ge=1024)
 
     def ports(self) -> list[Port]:
         clients = (*self.allowed_clients, "monitoring")
@@ -46,3 +65,103 @@ class Config(ComponentConfig):
 
     def references(self) -> dict[str, list[str]]:
         return {"allowed_clients": self.allowed_clients}
+
+
+# -- install ----------------------------------------------------------------------------------
+
+
+def install_dir(cfg: Config) -> str:
+    """One directory per version: an upgrade is a new directory and a link switch."""
+    return f"/opt/qdrant/{cfg.version}"
+
+
+def extract_command(tarball: str, dest_dir: str) -> str:
+    """Unpack the release's single `qdrant` binary from the pushed tarball."""
+    return (
+        f"tar -xzf {shlex.quote(tarball)} -C {shlex.quote(dest_dir)} qdrant && "
+        f"chmod 0755 {shlex.quote(dest_dir)}/qdrant"
+    )
+
+
+def base_url(address: str, cfg: Config) -> str:
+    return f"http://{address}:{cfg.http_port}"
+
+
+# -- collections ------------------------------------------------------------------------------
+
+
+def parse_collection(body: str) -> dict[str, Any] | None:
+    """GET /collections/<name> -> {"size", "distance"}; None when it does not exist."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    try:
+        vectors = data["result"]["config"]["params"]["vectors"]
+    except (KeyError, TypeError):
+        return None
+    return {"size": vectors.get("size"), "distance": vectors.get("distance")}
+
+
+def collection_plan(
+    wanted: list[Collection], existing: dict[str, dict[str, Any] | None]
+) -> tuple[list[Collection], list[str]]:
+    """(collections to create, conflicts): an existing collection is never dropped or changed."""
+    create: list[Collection] = []
+    conflicts: list[str] = []
+    for c in wanted:
+        have = existing.get(c.name)
+        if have is None:
+            create.append(c)
+        elif (have.get("size"), have.get("distance")) != (c.size, c.distance):
+            conflicts.append(
+                f"collection {c.name} exists with size {have.get('size')} / "
+                f"{have.get('distance')}, the model says {c.size} / {c.distance}"
+            )
+    return create, conflicts
+
+
+def create_body(c: Collection) -> str:
+    return json.dumps({"vectors": {"size": c.size, "distance": c.distance}}, sort_keys=True)
+
+
+def wait_ready_command(url: str, seconds: int = 60) -> str:
+    return (
+        f"i=0; until curl -sf -o /dev/null {url}/readyz; do i=$((i+1)); "
+        f'[ "$i" -ge {seconds} ] && {{ echo "qdrant not ready after {seconds}s" >&2; exit 1; }}; '
+        "sleep 1; done"
+    )
+
+
+def create_command(url: str, c: Collection) -> str:
+    """Idempotent at execution too: PUT only when GET says the collection is missing. The API key
+    comes from a header file (curl -H @file), never from the command line."""
+    target = f"{url}/collections/{c.name}"
+    return (
+        f"{wait_ready_command(url)}; "
+        f"curl -sf -o /dev/null -H @{API_KEY_HEADER} {target} || "
+        f"curl -sf -X PUT -H @{API_KEY_HEADER} -H 'Content-Type: application/json' "
+        f"{target} -d {shlex.quote(create_body(c))}"
+    )
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    return [
+        FileSpec(
+            dest=CONFIG,
+            template="qdrant/config.yaml.j2",
+            mode="0640",
+            group=USER,
+            secret=True,
+        ),
+        FileSpec(
+            dest=API_KEY_HEADER,
+            template="qdrant/api-key.header.j2",
+            mode="0600",
+            secret=True,
+        ),
+        FileSpec(dest=UNIT, template="qdrant/qdrant.service.j2"),
+    ]
