@@ -70,7 +70,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     package = pip.packages(
         name=f"open-webui=={cfg.version} in {VENV}",
         packages=[f"open-webui=={cfg.version}"],
-        virtualenv=VENV,
+        pip=f"{VENV}/bin/pip",
     )
     return [venv, package]
 
