@@ -1,0 +1,63 @@
+"""GPU exporter: runs on every GPU-role host (without a GPU it exports nvidia_gpu_up 0)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+COMPONENT = "gpu_exporter"
+
+
+def _metrics(target) -> str:
+    url = f"http://{target.host.address}:{target.host.gpu_exporter.port}/metrics"
+    return target.infra.check_output(f"curl -sf --max-time 10 {url}")
+
+
+def _gpu_expected(target) -> bool:
+    nvidia = target.host.nvidia
+    return nvidia is not None and nvidia.skip is None and nvidia.expected_gpus > 0
+
+
+def test_service_runs_and_is_enabled(target):
+    service = target.infra.service("citadel-gpu-exporter")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_listens_on_host_address(target):
+    port = target.host.gpu_exporter.port
+    assert target.infra.socket(f"tcp://{target.host.address}:{port}").is_listening
+
+
+def test_serves_nvidia_gpu_up(target):
+    text = _metrics(target)
+    match = re.search(r"^nvidia_gpu_up (\S+)$", text, re.M)
+    assert match, "nvidia_gpu_up missing"
+    if _gpu_expected(target):
+        assert float(match.group(1)) == 1.0
+        count = re.search(r"^nvidia_gpu_count (\S+)$", text, re.M)
+        assert count and float(count.group(1)) == target.host.nvidia.expected_gpus
+        assert "nvidia_gpu_utilization_percentage{" in text
+    else:
+        assert float(match.group(1)) == 0.0
+
+
+def test_prometheus_scrapes_it(target):
+    monitoring = [h for h in target.cluster.with_role("monitoring") if h.prometheus is not None]
+    if not monitoring:
+        pytest.skip("no monitoring host in this inventory")
+    prom = monitoring[0]
+    url = f"http://{prom.address}:{prom.prometheus.port}/api/v1/query"
+    query = (
+        f'up{{job="gpu_exporter",instance="{target.host.address}:{target.host.gpu_exporter.port}"}}'
+    )
+    out = target.on(prom.name).run(
+        f"curl -sf --max-time 10 -G {url} --data-urlencode 'query={query}'"
+    )
+    if out.rc != 0:
+        pytest.skip(f"Prometheus on {prom.name} does not answer (not converged yet?)")
+    result = json.loads(out.stdout)["data"]["result"]
+    assert result, f"Prometheus has no gpu_exporter target for {target.host.name}"
+    assert result[0]["value"][1] == "1"
