@@ -28,20 +28,10 @@ class QdrantCollections(FactBase[dict[str, Any]]):
     """Each named collection's vector size and distance (None where missing or unreachable)."""
 
     def command(self, url: str, names: list[str]) -> str:
-        loop = " ".join(names) or "''"
-        return (
-            f"for n in {loop}; do printf '%s ' \"$n\"; "
-            f"curl -s --max-time 5 -H @{model.API_KEY_HEADER} {url}/collections/$n "
-            "2>/dev/null | tr -d '\\n'; echo; done"
-        )
+        return model.collections_command(url, names)
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for line in output:
-            name, _, body = line.strip().partition(" ")
-            if name:
-                found[name] = model.parse_collection(body)
-        return found
+        return model.parse_collections(output)
 
 
 @deploy("qdrant: install")

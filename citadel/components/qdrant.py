@@ -103,6 +103,26 @@ def parse_collection(body: str) -> dict[str, Any] | None:
     return {"size": vectors.get("size"), "distance": vectors.get("distance")}
 
 
+def collections_command(url: str, names: list[str]) -> str:
+    """Read each named collection (one line: name + its JSON); the key comes from the header
+    file. Used by the deploy's QdrantCollections fact."""
+    loop = " ".join(shlex.quote(n) for n in names) or "''"
+    return (
+        f"for n in {loop}; do printf '%s ' \"$n\"; "
+        f"curl -s --max-time 5 -H @{API_KEY_HEADER} {url}/collections/$n "
+        "2>/dev/null | tr -d '\\n'; echo; done"
+    )
+
+
+def parse_collections(output: list[str]) -> dict[str, dict[str, Any] | None]:
+    found: dict[str, dict[str, Any] | None] = {}
+    for line in output:
+        name, _, body = line.strip().partition(" ")
+        if name:
+            found[name] = parse_collection(body)
+    return found
+
+
 def collection_plan(
     wanted: list[Collection], existing: dict[str, dict[str, Any] | None]
 ) -> tuple[list[Collection], list[str]]:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_bind_memory_and_policy_from_model(cluster: Cluster) -> None:
     [("rdb", "3600 1 300 100 60 10000", "no"), ("aof", '""', "yes"), ("none", '""', "no")],
 )
 def test_persistence_from_model(cluster: Cluster, persistence: str, save: str, aof: str) -> None:
-    cfg = redis.Config(persistence=persistence)  # type: ignore[arg-type]
+    cfg = redis.Config(persistence=persistence)
     conf = directives(rendered(cluster, cfg)[redis.CONF].content)
     assert conf["save"] == [save]
     assert conf["appendonly"] == [aof]
@@ -100,7 +101,7 @@ def test_masked_preview_has_no_secret(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-def checker(cluster: Cluster) -> Path:
+def checker(cluster: Cluster) -> Iterator[Path]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed here")
     d = Path(tempfile.mkdtemp(prefix="citadel-redis-"))

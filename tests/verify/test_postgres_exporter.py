@@ -33,7 +33,8 @@ def test_monitoring_role_is_least_privilege(target):
     port = target.host.postgres.port
     out = target.infra.check_output(
         f"runuser -u postgres -- psql -X -A -t -p {port} -d postgres -c "
-        f"\"SELECT rolsuper::int::text || rolcreaterole::int::text || rolcreatedb::int::text || ':' || "
+        f'"SELECT rolsuper::int::text || rolcreaterole::int::text || '
+        f"rolcreatedb::int::text || ':' || "
         f"pg_has_role('{role}', 'pg_monitor', 'member')::int::text FROM pg_roles "
         f"WHERE rolname = '{role}'\""
     )
