@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import io
 import shlex
-from typing import Any, cast
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
@@ -25,6 +23,7 @@ from citadel.components import postgres as model
 from citadel.components.postgres import Config, Install
 from citadel.render import component_files
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys.facts.postgres import PostgresState
 
@@ -203,8 +202,8 @@ def apply_migrations(ctx: DeployContext, cfg: Config, state: dict) -> None:
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
     # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
-    inst: Install = cast(Any, install)(ctx, cfg)
+    inst: Install = install(ctx, cfg)
     resolved = model.resolved(cfg, inst.version)
-    changed = cast(Any, configure)(ctx, resolved)
-    cast(Any, activate)(ctx, resolved, changed)
-    cast(Any, database)(ctx, resolved, changed)
+    changed = configure(ctx, resolved)
+    activate(ctx, resolved, changed)
+    database(ctx, resolved, changed)

@@ -3,10 +3,7 @@ the host's address. The login role is (re)applied only when its file changes or 
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
@@ -14,6 +11,7 @@ from pyinfra.operations.util import any_changed
 from citadel.components import postgres
 from citadel.components.postgres_exporter import ROLE_SQL, Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys.facts.postgres import PostgresState
 from deploys.postgres import psql
@@ -62,5 +60,5 @@ def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> N
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
     # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
-    cast(Any, install)(ctx, cfg)
-    cast(Any, activate)(ctx, cfg, cast(Any, configure)(ctx, cfg))
+    install(ctx, cfg)
+    activate(ctx, cfg, configure(ctx, cfg))

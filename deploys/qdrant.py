@@ -8,10 +8,10 @@ stops for Qdrant alone with one line naming the artifact and the source tried.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch
 from pyinfra.operations import files, server, systemd
@@ -21,6 +21,7 @@ from citadel.artifacts import ensure_cached, pinned
 from citadel.components import qdrant as model
 from citadel.components.qdrant import Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 
@@ -114,6 +115,5 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
-    binary = cast(Any, install)(ctx, cfg)
-    cast(Any, activate)(ctx, cfg, binary, cast(Any, configure)(ctx, cfg))
+    binary = install(ctx, cfg)
+    activate(ctx, cfg, binary, configure(ctx, cfg))

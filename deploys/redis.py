@@ -3,15 +3,13 @@ goes live), restarted only when the config changed."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, systemd
 from pyinfra.operations.util import any_changed
 
 from citadel.components.redis import Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 SERVICE = "redis-server"
@@ -46,5 +44,5 @@ def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> N
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
     # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
-    cast(Any, install)(ctx, cfg)
-    cast(Any, activate)(ctx, cfg, cast(Any, configure)(ctx, cfg))
+    install(ctx, cfg)
+    activate(ctx, cfg, configure(ctx, cfg))
