@@ -13,7 +13,7 @@ def in_container(target) -> bool:
 
 def test_sshd_effective_config_is_keys_only(target):
     effective = target.infra.check_output("sshd -T")
-    settings = {}
+    settings: dict[str, str] = {}
     for line in effective.splitlines():
         key, _, value = line.partition(" ")
         settings.setdefault(key, value)
