@@ -12,6 +12,7 @@ activate  restart when a file or the package changed; then poll /health (bounded
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from pyinfra import host
@@ -52,7 +53,7 @@ def fetch_command(source: str) -> str:
     The token never appears on a command line: the env file is sourced by root's shell and
     runuser keeps the environment.
     """
-    code = f"from huggingface_hub import snapshot_download; snapshot_download({source!r})"
+    code = f"from huggingface_hub import snapshot_download; snapshot_download({json.dumps(source)})"
     return (
         f"set -a && . {VLLM_ENV_FILE} && set +a && "
         "export HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 && "
