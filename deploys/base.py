@@ -8,7 +8,6 @@ Every file goes through put_files (stage -> validate -> install): the sshd drop-
 from __future__ import annotations
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server, systemd
@@ -24,6 +23,7 @@ from citadel.components.base import (
     Config,
 )
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 # Apply sysctl settings; in a container some keys are read-only (e.g. vm.*, fs.* under nspawn):

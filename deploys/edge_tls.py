@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
@@ -18,6 +17,7 @@ from pyinfra.operations.util import any_changed
 
 from citadel.components.edge_tls import Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 

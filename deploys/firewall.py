@@ -11,7 +11,6 @@ from __future__ import annotations
 from ipaddress import IPv4Address, ip_address
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server, systemd
@@ -20,6 +19,7 @@ from citadel.components import firewall
 from citadel.components.firewall import RULESET, TABLE, Config
 from citadel.render import RenderedFile, render_template
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 TABLE_PRESENT = f"nft list table inet {TABLE} >/dev/null 2>&1 && echo present || echo absent"

@@ -9,7 +9,6 @@ When the interpreter is not on the host the component stops with one line; nothi
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, pip, server, systemd
@@ -29,6 +28,7 @@ from citadel.components.webui import (
     Config,
 )
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 
 
