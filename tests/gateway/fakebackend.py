@@ -24,6 +24,7 @@ STATE: dict[str, object] = {
     "last_auth": None,
     "last_api_key": None,
     "last_request_id": None,
+    "last_citadel_request_id": None,
     "last_body": None,
 }
 
@@ -41,6 +42,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     STATE["chat_calls"] = int(STATE["chat_calls"]) + 1  # type: ignore[call-overload]
     STATE["last_auth"] = request.headers.get("Authorization")
     STATE["last_request_id"] = request.headers.get("X-Request-ID")
+    STATE["last_citadel_request_id"] = request.headers.get("X-Citadel-Request-ID")
     STATE["last_body"] = body
     model = body.get("model", "")
     if "slow" in model:

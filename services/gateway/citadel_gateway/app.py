@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -590,7 +591,12 @@ class Gateway:
                     break
                 tried.add(b)
                 ctx.backend = b.url
-                hdrs = {"Content-Type": "application/json", "X-Request-ID": ctx.request_id}
+                hdrs = {
+                    "Content-Type": "application/json",
+                    # llama.cpp's server accepts only a UUID here (400 otherwise); vLLM any string
+                    "X-Request-ID": str(uuid.uuid5(uuid.NAMESPACE_URL, ctx.request_id)),
+                    "X-Citadel-Request-ID": ctx.request_id,
+                }
                 if b.api_key:
                     hdrs["Authorization"] = f"Bearer {b.api_key}"
                 t_up = time.perf_counter()

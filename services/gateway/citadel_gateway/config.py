@@ -96,7 +96,6 @@ class Upstream(_Strict):
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
     retries: int = Field(1, ge=0, le=10)
     max_connections: int = Field(1000, ge=1)
-    health_interval_s: float = Field(5.0, gt=0)
     health_timeout_s: float = Field(2.0, gt=0)
     health_path: str = "/models"
     breaker_failures: int = Field(3, ge=1)
