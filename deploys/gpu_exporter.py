@@ -10,6 +10,7 @@ Python, uploaded and installed offline (deploys/_venv.py). The unit runs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
@@ -88,5 +89,7 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    activate(ctx, cfg, configure(ctx, cfg), installed)
+    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
+    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
+    unit = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
+    activate(ctx=ctx, cfg=cfg, unit=unit, installed=installed)

@@ -19,7 +19,7 @@ activate   nvidia-persistenced; then the reboot policy: the loaded module's vers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -256,7 +256,8 @@ def activate(
 def apply(ctx: DeployContext, cfg: Config) -> None:
     facts = gather()
     p = plan(facts, cfg)
-    if not preflight(ctx, cfg, p):
+    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
+    if not cast(bool, preflight(ctx=ctx, cfg=cfg, p=p)):
         return
     keyring_deb = None
     if p.keyring:
@@ -264,9 +265,9 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
         keyring_deb = str(
             artifacts.ensure_cached(keyring_artifact(p, cfg), settings.cache_dir, settings.mirror)
         )
-    written = configure(ctx, cfg)
-    driver = install(ctx, cfg, p, keyring_deb)
-    activate(ctx, cfg, p, written, driver)
+    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
+    driver = cast(OperationMeta, install(ctx=ctx, cfg=cfg, p=p, keyring_deb=keyring_deb))
+    activate(ctx=ctx, cfg=cfg, p=p, written=written, driver=driver)
     inventory = host.get_fact(GpuInventory)
     if inventory and inventory.get("count"):
         logger.info(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any
+from typing import Any, cast
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
@@ -181,7 +181,8 @@ def models(ctx: DeployContext, cfg: Config, modelfile: OperationMeta) -> None:
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    written = configure(ctx, cfg)
-    activate(ctx, cfg, written, installed)
-    models(ctx, cfg, written[2])
+    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
+    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
+    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
+    activate(ctx=ctx, cfg=cfg, written=written, installed=installed)
+    models(ctx=ctx, cfg=cfg, modelfile=written[2])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import cast
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -135,7 +136,8 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    written = configure(ctx, cfg)
-    fetch(ctx, cfg)
-    activate(ctx, cfg, written, installed)
+    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
+    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
+    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
+    fetch(ctx=ctx, cfg=cfg)
+    activate(ctx=ctx, cfg=cfg, written=written, installed=installed)

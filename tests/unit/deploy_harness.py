@@ -86,7 +86,7 @@ def _fake_facts(facts: dict[Any, Any]) -> Iterator[None]:
                 return value(*args, **kwargs) if callable(value) else value
         return cls.default() if hasattr(cls, "default") else None
 
-    Host.get_fact = get_fact  # type: ignore[method-assign]
+    Host.get_fact = get_fact  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:

@@ -168,6 +168,7 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
 
 def test_rerun_with_current_install_uploads_no_wheel_and_runs_no_pip(artifacts: dict) -> None:
     ctx = h.context("inventory/lab.yml", "llm-chat")
+    assert ctx.host.model is not None
     wanted = _venv.fingerprint(
         llamacpp.requirement(ctx.host.model), [artifacts["wheel"], artifacts["dep"]]
     )
@@ -188,6 +189,7 @@ def test_a_model_path_missing_on_the_host_stops_with_one_line(
 ) -> None:
     monkeypatch.setattr(llamacpp, "controller_model", lambda cfg: None)
     ctx = h.context("inventory/lab.yml", "llm-chat")
+    assert ctx.host.model is not None
     cfg = ctx.host.model.model_copy(update={"llamacpp": Llamacpp(model_source="/srv/m.gguf")})
     with pytest.raises(ArtifactUnavailable, match=r"/srv/m\.gguf is not on llm-chat"):
         h.run(llamacpp.apply, _facts("debian13"), ctx, cfg)

@@ -42,6 +42,7 @@ def _pins(url: str, sha: str | None) -> dict:
 
 def test_release_url_from_pins() -> None:
     cfg = h.context("inventory/production.yml", "llm-embed").host.model
+    assert cfg is not None
     art = ollama.release(cfg, "x86_64")
     assert (
         art.url
