@@ -39,12 +39,13 @@ SYSCTL_APPLY = (
 
 @deploy("base: install")
 def install(ctx: DeployContext, cfg: Config) -> None:
+    # The one package-list refresh of a converge (hourly at most): `citadel plan` counts it as
+    # housekeeping, not drift, so components install without refreshing lists themselves.
+    apt.update(name="Refresh apt package lists", cache_time=3600)
     apt.packages(
         name="Install base packages",
         packages=cfg.system_packages(),
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     if cfg.time_sync == "chrony":
         apt.packages(

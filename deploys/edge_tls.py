@@ -27,8 +27,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name="Install nginx and openssl",
         packages=["nginx", "openssl"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     files.link(
         name="Remove nginx's default site", path="/etc/nginx/sites-enabled/default", present=False

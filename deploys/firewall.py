@@ -66,8 +66,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name="Install nftables",
         packages=["nftables"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
 
 

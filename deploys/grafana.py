@@ -10,7 +10,9 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+from pyinfra import host
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -48,22 +50,20 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         dest=KEYRING,
         mode="0644",
     )
-    apt.repo(
+    repo = apt.repo(
         name="Grafana apt repository",
         src=f"deb [signed-by={KEYRING}] {cfg.repository} {cfg.suite} main",
         filename="grafana",
     )
+    apt.update(name="apt update (Grafana repository added)", _if=repo.did_change)
     apt.packages(
         name=f"Install grafana {cfg.version}",
         packages=[f"grafana={cfg.version}"],
         no_recommends=True,
-        update=True,
-        cache_time=3600,
     )
-    server.shell(
-        name="Hold grafana at the pinned version",
-        commands=["apt-mark showhold | grep -qx grafana || apt-mark hold grafana"],
-    )
+    held = (host.get_fact(Command, command="apt-mark showhold") or "").split()
+    if "grafana" not in held:
+        server.shell(name="Hold grafana at the pinned version", commands=["apt-mark hold grafana"])
 
 
 @deploy("grafana: configure")

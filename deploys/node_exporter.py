@@ -23,8 +23,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name="Install prometheus-node-exporter",
         packages=[SERVICE],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
 
 

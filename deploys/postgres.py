@@ -60,8 +60,6 @@ def install(ctx: DeployContext, cfg: Config) -> Install:
         name=f"Install PostgreSQL {inst.version} + pgvector ({inst.source})",
         packages=inst.packages,
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     return inst
 

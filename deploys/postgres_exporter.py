@@ -25,8 +25,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name=f"Install {SERVICE}",
         packages=[SERVICE],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
 
 

@@ -34,8 +34,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name=f"Install {', '.join(packages)}",
         packages=packages,
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
 
 

@@ -21,8 +21,6 @@ def install(ctx: DeployContext, cfg: Config) -> None:
         name="Install redis-server",
         packages=["redis-server", "redis-tools"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
 
 

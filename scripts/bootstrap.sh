@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # Tools the tests call: redis-server (gateway tests), promtool, nft, sshd -t, nginx -t, and the
 # lab's own prerequisites (debootstrap, systemd-nspawn, nftables, iproute2).
-APT_PACKAGES=(redis-server prometheus nftables openssh-server nginx-light debootstrap
+APT_PACKAGES=(redis-server prometheus nftables openssh-server nginx-light sudo debootstrap
               systemd-container iproute2 curl ca-certificates)
 
 missing=()
