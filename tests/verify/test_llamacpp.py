@@ -55,6 +55,7 @@ def test_real_answer(target):
                 "model": model.served_name,
                 "messages": [{"role": "user", "content": "Hello, world!"}],
                 "max_tokens": 16,
+                "temperature": 0,
             },
         )
         assert rsp["model"] == model.served_name
@@ -67,8 +68,11 @@ def test_real_answer(target):
             _url(target, "/v1/completions"),
             {
                 "model": model.served_name,
-                "prompt": "Write a Python function to calculate fibonacci numbers:",
+                # temperature 0: the lab's base model is deterministic (a sampled first token
+                # can be the stop string itself, which leaves the text empty)
+                "prompt": "Write a Python function to calculate fibonacci numbers:\n",
                 "max_tokens": 16,
+                "temperature": 0,
                 "stop": ["\n\n"],
             },
         )
