@@ -71,9 +71,8 @@ def run_pyinfra(
     stream: bool = True,
 ) -> dict[str, Any]:
     """Run pyinfra with --json; stream its progress (stderr) and return its JSON (stdout)."""
-    cmd = [sys.executable, "-m", "pyinfra", "-y", "--json"]
-    if dry:
-        cmd.append("--dry")
+    # A dry run must not pass -y: with it pyinfra skips change detection and plans nothing.
+    cmd = [sys.executable, "-m", "pyinfra", "--json", "--dry" if dry else "-y"]
     for pattern in limit or []:
         cmd += ["--limit", pattern]
     for pattern in exclude or []:
@@ -89,13 +88,20 @@ def run_pyinfra(
         text=True,
         check=False,
     )
+    # pyinfra's JSON is the last thing on stdout; anything a remote command printed before it
+    # (rare, but seen) is not part of the report.
+    start = proc.stdout.rfind('{"plan":')
     try:
-        return dict(json.loads(proc.stdout))
+        return dict(json.loads(proc.stdout[start if start >= 0 else 0 :]))
     except json.JSONDecodeError:
+        keep = ROOT / "reports" / "pyinfra-stdout.txt"
+        keep.parent.mkdir(exist_ok=True)
+        keep.write_text(proc.stdout)
         detail = (proc.stderr or "").strip().splitlines()[-3:] if not stream else []
         raise CitadelError(
             f"pyinfra exited {proc.returncode} without a JSON report"
             + (": " + " | ".join(detail) if detail else " (see its output above)")
+            + f"; its stdout is in {keep}"
         ) from None
 
 
@@ -145,8 +151,20 @@ def format_plan(plans: dict[str, HostPlan], hosts: list[str]) -> str:
         lines.append(f"{host}: {len(p.changes) + len(p.shell)} change(s)")
         lines += [f"  ~ {c}" for c in p.changes]
         lines += [f"  ~ {c}   [shell: always runs]" for c in p.shell]
-        lines += [f"  ? {c}   [only if the above change]" for c in p.conditional]
+        # Follow-ups (restarts, reloads, checks) of the components that change; pyinfra can
+        # only say they are conditional, so those of unchanged components are left out.
+        changed_components = {_component(c) for c in p.changes + p.shell}
+        lines += [
+            f"  ? {c}   [if its input changed]"
+            for c in p.conditional
+            if _component(c) in changed_components
+        ]
     return "\n".join(lines)
+
+
+def _component(op_name: str) -> str:
+    """`redis: activate | Restart redis-server` -> `redis`."""
+    return op_name.split(":", 1)[0] if ":" in op_name else ""
 
 
 def format_results(results: dict[str, HostResult], hosts: list[str], seconds: float) -> str:
