@@ -10,9 +10,7 @@ Python, uploaded and installed offline (deploys/_venv.py). The unit runs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, server, systemd
 from pyinfra.operations.util import any_changed
@@ -21,6 +19,7 @@ from citadel import wheels
 from citadel.artifacts import ArtifactUnavailable
 from citadel.components.gpu_exporter import SERVICE, VENV, Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys._service import ready_check
 from deploys._venv import host_python_version, install_wheels
@@ -48,8 +47,6 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         name="Install python3-venv and curl",
         packages=["python3-venv", "curl"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     op = install_wheels(
         label="citadel-gpu-exporter",
@@ -89,7 +86,6 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
-    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
-    unit = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
-    activate(ctx=ctx, cfg=cfg, unit=unit, installed=installed)
+    installed = install(ctx, cfg)
+    unit = configure(ctx, cfg)
+    activate(ctx, cfg, unit=unit, installed=installed)

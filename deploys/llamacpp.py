@@ -13,10 +13,8 @@ Command lines and measurements: docs/llamacpp-notes.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
@@ -31,6 +29,7 @@ from citadel.components.model_server import (
     Config,
 )
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys._service import ready_check
 from deploys._venv import host_python_version, install_wheels
@@ -77,8 +76,6 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         name="Install python3-venv, libgomp1 (OpenMP, libggml-cpu needs it) and curl",
         packages=["python3-venv", "libgomp1", "curl"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     changed = [packages]
     server.group(name=f"Group {USER}", group=USER, system=True)
@@ -152,7 +149,6 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
-    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
-    unit = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
-    activate(ctx=ctx, cfg=cfg, unit=unit, installed=installed)
+    installed = install(ctx, cfg)
+    unit = configure(ctx, cfg)
+    activate(ctx, cfg, unit=unit, installed=installed)

@@ -19,10 +19,9 @@ activate   nvidia-persistenced; then the reboot policy: the loaded module's vers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch, LinuxDistribution
 from pyinfra.operations import apt, files, python, server, systemd
@@ -30,6 +29,7 @@ from pyinfra.operations import apt, files, python, server, systemd
 from citadel import artifacts
 from citadel.components.nvidia import BLACKLIST_FILE, Config
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys.facts.gpu import GpuInventory, NvidiaPreflight
 
@@ -190,9 +190,7 @@ def install(ctx: DeployContext, cfg: Config, p: Plan, keyring_deb: str | None) -
         files.put(name="Upload cuda-keyring", src=keyring_deb, dest=upload, mode="0644")
         keyring = apt.deb(name=f"Install cuda-keyring ({p.repo})", src=upload)
         apt.update(name="Refresh apt (NVIDIA repository added)", _if=keyring.did_change)
-    apt.packages(
-        name=f"Kernel headers ({p.headers})", packages=[p.headers], cache_time=3600, update=True
-    )
+    apt.packages(name=f"Kernel headers ({p.headers})", packages=[p.headers])
     driver = apt.packages(
         name=f"NVIDIA driver {cfg.driver_branch} ({p.driver})", packages=[p.driver]
     )
@@ -256,8 +254,7 @@ def activate(
 def apply(ctx: DeployContext, cfg: Config) -> None:
     facts = gather()
     p = plan(facts, cfg)
-    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
-    if not cast(bool, preflight(ctx=ctx, cfg=cfg, p=p)):
+    if not preflight(ctx, cfg, p):
         return
     keyring_deb = None
     if p.keyring:
@@ -265,9 +262,9 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
         keyring_deb = str(
             artifacts.ensure_cached(keyring_artifact(p, cfg), settings.cache_dir, settings.mirror)
         )
-    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
-    driver = cast(OperationMeta, install(ctx=ctx, cfg=cfg, p=p, keyring_deb=keyring_deb))
-    activate(ctx=ctx, cfg=cfg, p=p, written=written, driver=driver)
+    written = configure(ctx, cfg)
+    driver = install(ctx, cfg, p, keyring_deb)
+    activate(ctx, cfg, p=p, written=written, driver=driver)
     inventory = host.get_fact(GpuInventory)
     if inventory and inventory.get("count"):
         logger.info(

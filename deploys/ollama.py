@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any, cast
+from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Directory
 from pyinfra.facts.server import Arch
@@ -35,6 +35,7 @@ from citadel.components.model_server import (
     Config,
 )
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys._service import ready_check
 
@@ -181,8 +182,7 @@ def models(ctx: DeployContext, cfg: Config, modelfile: OperationMeta) -> None:
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
-    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
-    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
-    activate(ctx=ctx, cfg=cfg, written=written, installed=installed)
-    models(ctx=ctx, cfg=cfg, modelfile=written[2])
+    installed = install(ctx, cfg)
+    written = configure(ctx, cfg)
+    activate(ctx, cfg, written=written, installed=installed)
+    models(ctx, cfg, modelfile=written[2])

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import cast
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, pip, server, systemd
@@ -31,6 +29,7 @@ from citadel.components.model_server import (
     Config,
 )
 from deploys._context import DeployContext
+from deploys._deploy import deploy
 from deploys._files import put_files
 from deploys._service import ready_check
 
@@ -68,8 +67,6 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         name="Install python3-venv and curl",
         packages=["python3-venv", "curl"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(
@@ -136,8 +133,7 @@ def activate(
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # Keyword arguments: pyinfra types a @deploy's positional parameters as its global arguments.
-    installed = cast("list[OperationMeta]", install(ctx=ctx, cfg=cfg))
-    written = cast("list[OperationMeta]", configure(ctx=ctx, cfg=cfg))
-    fetch(ctx=ctx, cfg=cfg)
-    activate(ctx=ctx, cfg=cfg, written=written, installed=installed)
+    installed = install(ctx, cfg)
+    written = configure(ctx, cfg)
+    fetch(ctx, cfg)
+    activate(ctx, cfg, written=written, installed=installed)
