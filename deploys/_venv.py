@@ -19,6 +19,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import files, pip, server
 
+from citadel import wheels
+from citadel.artifacts import ArtifactUnavailable
 from citadel.wheels import wheel_sha256
 
 MARKER = ".citadel-wheels"
@@ -97,3 +99,16 @@ def install_wheels(
         name=f"{label}: pip install {requirement} (offline, from the uploaded wheels)",
         commands=[f"rm -f {marker} && {command} && echo {wanted} > {marker}"],
     )
+
+
+def project_wheels(project: Path, label: str, python_version: str) -> tuple[Path, str, list[Path]]:
+    """(wheel, pinned requirement, dependency wheels) of one of this repository's services,
+    built once per source state on the controller (citadel.wheels)."""
+    try:
+        wheel = wheels.ensure_project_wheel(project)
+        name, version = wheel.name.split("-")[:2]
+        req = f"{name.replace('_', '-')}=={version}"
+        deps = wheels.ensure_dependency_wheels(req, python_version=python_version)
+    except wheels.ArtifactError as exc:
+        raise ArtifactUnavailable(f"{label} wheel: {exc}") from None
+    return wheel, req, sorted(deps.glob("*.whl"))

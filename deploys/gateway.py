@@ -13,14 +13,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from citadel import wheels
-from citadel.artifacts import ArtifactUnavailable
 from citadel.components.gateway import ETC, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_file
 from deploys._service import ready_check
-from deploys._venv import host_python_version, install_wheels
+from deploys._venv import host_python_version, install_wheels, project_wheels
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gateway"
 STAGE = "/var/cache/citadel/wheels/gateway"
@@ -28,21 +26,9 @@ SERVICE = "citadel-gateway"
 USER = "citadel-gateway"
 
 
-def controller_wheels(python_version: str) -> tuple[Path, str, list[Path]]:
-    """(gateway wheel, its pinned requirement, dependency wheels), made once on the controller."""
-    try:
-        wheel = wheels.ensure_project_wheel(PROJECT)
-        name, version = wheel.name.split("-")[:2]
-        req = f"{name.replace('_', '-')}=={version}"
-        deps = wheels.ensure_dependency_wheels(req, python_version=python_version)
-    except wheels.ArtifactError as exc:
-        raise ArtifactUnavailable(f"citadel-gateway wheel: {exc}") from None
-    return wheel, req, sorted(deps.glob("*.whl"))
-
-
 @deploy("gateway: install")
 def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    wheel, req, deps = controller_wheels(host_python_version())
+    wheel, req, deps = project_wheels(PROJECT, "citadel-gateway", host_python_version())
     apt.packages(
         name="Install python3-venv and curl", packages=["python3-venv", "curl"], no_recommends=True
     )

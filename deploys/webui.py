@@ -46,8 +46,6 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         name="Install nginx",
         packages=["nginx"],
         no_recommends=True,
-        cache_time=3600,
-        update=True,
     )
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(

@@ -45,8 +45,8 @@ def fake_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         path.write_bytes(path.name.encode())
     monkeypatch.setattr(
         gpu_exporter,
-        "controller_wheels",
-        lambda pyver: (wheel, "citadel-gpu-exporter==0.1.0", deps),
+        "project_wheels",
+        lambda project, label, pyver: (wheel, "citadel-gpu-exporter==0.1.0", deps),
     )
     return [wheel, *deps]
 
