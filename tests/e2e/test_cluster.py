@@ -197,17 +197,18 @@ def test_lab_down_leaves_nothing() -> None:
         pytest.skip("CITADEL_E2E_KEEP=1: the lab stays up")
     assert citadel("lab", "down").returncode == 0
     state = str(lab_paths().state_dir)
+    names = [h.name for h in lab_hosts()]
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-    assert "citadel-lab0" not in links and "vb-" not in links
+    assert "citadel-lab0" not in links
+    assert not [n for n in names if f"vb-{n}" in links]
     assert state not in subprocess.run(["mount"], capture_output=True, text=True).stdout
-    assert (
-        "citadel_lab"
-        not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    )
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert "inet citadel_lab\n" not in tables + "\n"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        if "systemd-nspawn" not in ps:
+        ours = [line for line in ps.splitlines() if "systemd-nspawn" in line and state in line]
+        if not ours:
             break
         time.sleep(0.5)
-    assert "systemd-nspawn" not in ps
+    assert ours == []
