@@ -12,7 +12,12 @@ on CPU 0. "direct" is the same load on the backend with no proxy in between.
 Loads, each run ``--duration`` seconds, non-streaming and streaming:
 * closed loop: ``wrk`` (2 threads ... pinned to CPU 0), 32 connections -> max throughput;
 * open loop: an asyncio client that schedules ``--rate`` req/s by the clock; latency is measured
-  from the *scheduled* send time, so queueing in a saturated target is not hidden.
+  from the *scheduled* send time, so queueing in a saturated target is not hidden. The client
+  also reports its own lag (actual send minus scheduled time). ``--reps`` runs per target,
+  direct and gateway interleaved, samples pooled; each in two regimes: "shared" (default
+  scheduling, other tenants of the VM compete) and "isolated" (servers SCHED_FIFO 2, client
+  SCHED_FIFO 1, for that run only; same for direct and gateway). Per-run CPU time and run-queue
+  wait of the target process come from ``/proc/PID/task/*/schedstat``.
 
 Writes the gateway section of ``bench/RESULTS.md`` (other sections kept) and
 ``bench/out/gateway.json``.
@@ -44,6 +49,40 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 OUT = ROOT / "bench" / "out"
 MODEL = "bench-chat"  # no "llama-3" in the name: LiteLLM would try to fetch a tokenizer
 CPU_TARGET, CPU_LOAD = "1", "0"
+RT_SERVER, RT_CLIENT = 2, 1  # SCHED_FIFO priorities for the "isolated" open-loop runs
+
+
+def set_rt(pid: int, prio: int | None) -> bool:
+    """SCHED_FIFO ``prio`` for every thread of ``pid``; ``None``: back to SCHED_OTHER."""
+    cmd = (
+        ["chrt", "-a", "-f", "-p", str(prio), str(pid)]
+        if prio
+        else ["chrt", "-a", "-o", "-p", "0", str(pid)]
+    )
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def sched_wait_ns(pid: int) -> tuple[int, int]:
+    """(CPU time, time runnable but waiting for a CPU) of all threads of ``pid``, in ns."""
+    run = wait = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            a, b, _ = Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()
+            run += int(a)
+            wait += int(b)
+    except OSError:
+        pass
+    return run, wait
+
+
+def machine_state() -> str:
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    try:
+        psi = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:3]
+    except OSError:
+        psi = []
+    return f"load {' '.join(load)}" + (f", CPU pressure {' '.join(psi)}" if psi else "")
+
 
 CHAT_BODY = json.dumps(
     {"model": MODEL, "messages": [{"role": "user", "content": "Hello, world!"}], "max_tokens": 16}
@@ -234,6 +273,7 @@ async def open_loop(
 
     n = int(rate * duration)
     lat: list[float] = []
+    lag: list[float] = []  # client-side lag: actual send start minus scheduled send time
     errors = 0
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     conn = aiohttp.TCPConnector(limit=0)
@@ -251,6 +291,7 @@ async def open_loop(
             delay = sched - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            lag.append((clock() - sched) * 1000)
             try:
                 async with s.post(
                     url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
@@ -272,20 +313,28 @@ async def open_loop(
         "p50_ms": pctl(lat, 50),
         "p95_ms": pctl(lat, 95),
         "p99_ms": pctl(lat, 99),
+        "max_ms": max(lat, default=float("nan")),
+        "client_lag_p50_ms": pctl(lag, 50),
+        "client_lag_p99_ms": pctl(lag, 99),
+        "client_lag_max_ms": max(lag, default=float("nan")),
+        "lat": lat,
+        "lag": lag,
     }
 
 
 def open_loop_pinned(
-    url: str, body: bytes, token: str, rate: float, duration: float
+    url: str, body: bytes, token: str, rate: float, duration: float, rt: bool = False
 ) -> dict[str, Any]:
-    """Run the open-loop client in its own process pinned to the load CPU."""
+    """Run the open-loop client in its own process pinned to the load CPU (``rt``: SCHED_FIFO,
+    priority RT_CLIENT, below the servers so the load generator never delays them)."""
     code = (
         f"import json,sys;sys.path.insert(0,{str(ROOT / 'bench')!r});import gateway as g;"
         f"import uvloop;print(json.dumps(uvloop.run(g.open_loop({url!r},{body!r},{token!r},"
         f"{rate!r},{duration!r}))))"
     )
+    prio = ["chrt", "-f", str(RT_CLIENT)] if rt else []
     out = subprocess.run(
-        ["taskset", "-c", CPU_LOAD, sys.executable, "-c", code],
+        ["taskset", "-c", CPU_LOAD, *prio, sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=duration + 120,
@@ -374,7 +423,7 @@ def inner(args: argparse.Namespace) -> None:
         import yaml
 
         (work / "gw.yml").write_text(yaml.safe_dump(cfg))
-        env = dict(os.environ, PYTHONPATH=str(GW_SRC))
+        env = dict(os.environ, PYTHONPATH=str(args.gateway_src))
         spawn(
             [sys.executable, "-m", "citadel_gateway", "--config", str(work / "gw.yml")],
             CPU_TARGET,
@@ -441,17 +490,62 @@ def inner(args: argparse.Namespace) -> None:
             wait_port(port, 120)
         time.sleep(2)  # let LiteLLM finish its startup work
 
-        results: dict[str, Any] = {}
+        pids = {"direct": procs[0].pid, "redis": procs[1].pid, "gateway": procs[2].pid}
+        if "litellm" in targets:
+            pids["litellm"] = procs[3].pid
+        kinds = (("non_streaming", CHAT_BODY), ("streaming", STREAM_BODY))
+        results: dict[str, Any] = {name: {k: {} for k, _ in kinds} for name in targets}
+        # closed loops first, so that no open-loop run follows a saturating run on its target
         for name, url in targets.items():
-            results[name] = {}
             tok = master_key if name == "litellm" else token
-            for kind, body in (("non_streaming", CHAT_BODY), ("streaming", STREAM_BODY)):
+            for kind, body in kinds:
                 print(f"[bench] {name} {kind} closed loop", flush=True)
-                closed = run_wrk(url, body, tok, args.duration, work)
-                print(f"[bench] {name} {kind} open loop {args.rate}/s", flush=True)
-                opened = open_loop_pinned(url, body, tok, args.rate, args.duration)
-                results[name][kind] = {"closed": closed, "open": opened}
-                print(f"[bench]   {closed} {opened}", flush=True)
+                results[name][kind]["closed"] = run_wrk(url, body, tok, args.duration, work)
+                print(f"[bench]   {results[name][kind]['closed']}", flush=True)
+        time.sleep(2)
+        state = {"start": machine_state()}
+        servers = [pids["direct"], pids["redis"], pids["gateway"]]
+        for kind, body in kinds:
+            for mode in ("shared", "isolated"):
+                names = [n for n in targets if not (mode == "isolated" and n == "litellm")]
+                if mode == "isolated" and not all(set_rt(p, RT_SERVER) for p in servers):
+                    for p in servers:
+                        set_rt(p, None)
+                    state["isolated"] = "unavailable (chrt SCHED_FIFO refused)"
+                    continue
+                try:
+                    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+                    for rep in range(args.reps):
+                        for name in names:
+                            if name == "litellm" and rep < args.reps - 1:
+                                continue  # once, last: it is overloaded at this rate
+                            tok = master_key if name == "litellm" else token
+                            print(
+                                f"[bench] {name} {kind} open loop {args.rate}/s {mode} #{rep + 1}",
+                                flush=True,
+                            )
+                            w0 = sched_wait_ns(pids[name])
+                            o = open_loop_pinned(
+                                targets[name],
+                                body,
+                                tok,
+                                args.rate,
+                                args.duration,
+                                rt=mode == "isolated",
+                            )
+                            w1 = sched_wait_ns(pids[name])
+                            o["cpu_ns"], o["wait_ns"] = w1[0] - w0[0], w1[1] - w0[1]
+                            runs[name].append(o)
+                            print(f"[bench]   {_brief(o)}", flush=True)
+                            if name == "litellm":
+                                time.sleep(5)  # let it drain its backlog
+                finally:
+                    if mode == "isolated":
+                        for p in servers:
+                            set_rt(p, None)
+                for name in names:
+                    results[name][kind][mode] = pool_runs(runs[name])
+        state["end"] = machine_state()
         OUT.mkdir(exist_ok=True)
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -461,9 +555,12 @@ def inner(args: argparse.Namespace) -> None:
             "duration_s": args.duration,
             "rate": args.rate,
             "litellm_note": litellm_note,
+            "reps": args.reps,
+            "machine_state": state,
         }
-        (OUT / "gateway.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-        write_results(meta, results)
+        (OUT / args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        if not args.no_write:
+            write_results(meta, results)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -476,6 +573,38 @@ def inner(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _brief(o: dict[str, Any]) -> str:
+    if "error" in o:
+        return str(o["error"])[-300:]
+    return (
+        f"p50 {o['p50_ms']:.2f} p95 {o['p95_ms']:.2f} p99 {o['p99_ms']:.2f} max {o['max_ms']:.1f}"
+        f" ms, client lag p99 {o['client_lag_p99_ms']:.2f} ms, errors {o['errors']}/{o['sent']}"
+    )
+
+
+def pool_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """All samples of the repetitions together (a p99 of 200 req/s x 10 s rests on 20 samples)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[0].get("error", "no run") if runs else "no run"}
+    lat = [x for r in ok for x in r["lat"]]
+    lag = [x for r in ok for x in r["lag"]]
+    sent = sum(r["sent"] for r in ok)
+    return {
+        "runs": len(ok),
+        "sent": sent,
+        "errors": sum(r["errors"] for r in ok),
+        "p50_ms": pctl(lat, 50),
+        "p95_ms": pctl(lat, 95),
+        "p99_ms": pctl(lat, 99),
+        "max_ms": max(lat, default=float("nan")),
+        "p99_per_run_ms": [round(r["p99_ms"], 2) for r in ok],
+        "client_lag_p99_ms": pctl(lag, 99),
+        "target_cpu_us_per_req": sum(r["cpu_ns"] for r in ok) / sent / 1e3,
+        "target_runq_wait_us_per_req": sum(r["wait_ns"] for r in ok) / sent / 1e3,
+    }
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -486,23 +615,49 @@ def _cpu_model() -> str:
     return "unknown CPU"
 
 
-def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
-    def f(x: Any) -> str:
-        return f"{x:.2f}" if isinstance(x, float) else str(x)
+def _open_cells(o: dict[str, Any] | None, d: dict[str, Any] | None) -> list[str]:
+    if not o:
+        return ["-", "-"]
+    if "error" in o:
+        return ["failed", "-"]
+    keys = ("p50_ms", "p95_ms", "p99_ms")
+    cell = " / ".join(f"{o[k]:.2f}" for k in keys)
+    added = "-" if d is None or "error" in d else " / ".join(f"{o[k] - d[k]:+.2f}" for k in keys)
+    return [cell, added]
 
+
+def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
+    ms = meta.get("machine_state", {})
     lines = [
         "## Gateway (bench/gateway.py)",
         "",
-        f"Run {meta['date']} on {meta['machine']}. Each load {meta['duration_s']} s, inside "
-        "`unshare -n` (loopback only). Pinning: proxy under test on CPU 1 (`taskset -c 1`); fake "
-        "backend, Redis and load generators on CPU 0. Closed loop: `wrk -t2 -c32`; open loop: "
-        f"{meta['rate']} req/s scheduled by the clock, latency from the scheduled send time. "
-        "Gateway: 1 worker, JWT (RS256) + Redis GCRA rate limit on every request, cache off. "
-        "LiteLLM: `" + LITELLM_PIN + "`, 1 worker, offline settings.",
+        f"Run {meta['date']} on {meta['machine']}. Inside `unshare -n` (loopback only). Pinning: "
+        "proxy under test on CPU 1 (`taskset -c 1`); fake backend, Redis and load generators on "
+        f"CPU 0. Closed loop: `wrk -t2 -c32`, {meta['duration_s']} s. Open loop: "
+        f"{meta['rate']} req/s scheduled by the clock, latency from the *scheduled* send time "
+        f"(gateway queueing is never hidden), {meta['reps']} x {meta['duration_s']} s per target, "
+        "direct and gateway runs interleaved, all samples pooled. Gateway: 1 worker, JWT (RS256) + "
+        "Redis GCRA rate limit (one EVALSHA) on every request, cache off. LiteLLM: `"
+        + LITELLM_PIN
+        + "`, 1 worker, offline settings, one open-loop run (it is overloaded at this rate).",
+        "",
+        "Machine state (shared 2-core VM; other engineers' lab containers run on it): "
+        f"at start {ms.get('start', '?')}; at end {ms.get('end', '?')} "
+        "(load average over 1/5/15 min; PSI `some` = share of time a task waited for a CPU).",
+        "",
+        "Two open-loop regimes, identical for direct and gateway: **shared** = default "
+        "scheduling, competing with whatever else runs on the VM; **isolated** = backend, Redis "
+        f"and the proxy at SCHED_FIFO {RT_SERVER} and the load generator at SCHED_FIFO "
+        f"{RT_CLIENT} for the run only (`chrt`), so other tenants' processes cannot sit between a "
+        "wake-up and its CPU, and the load generator (a stand-in for remote clients) cannot delay "
+        "the servers. LiteLLM runs in the shared regime only (a saturated real-time process would "
+        "starve the VM).",
         "",
     ]
+    if ms.get("isolated"):
+        lines += [f"**Isolated regime {ms['isolated']}.**", ""]
     if meta.get("litellm_note"):
-        lines += [f"**{meta['litellm_note']}** — gateway vs direct only.", ""]
+        lines += [f"**{meta['litellm_note']}** - gateway vs direct only.", ""]
     for kind in ("non_streaming", "streaming"):
         d = results.get("direct", {}).get(kind)
         if not d:
@@ -510,40 +665,48 @@ def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
         lines += [
             f"### {kind.replace('_', '-')}",
             "",
-            "| target | max throughput (req/s) | open-loop p50 / p95 / p99 (ms) "
-            "| added p50 / p95 / p99 over direct (ms) | errors (open loop) |",
-            "|---|---|---|---|---|",
+            "| target | max throughput (req/s) | shared p50 / p95 / p99 (ms) "
+            "| shared added over direct | isolated p50 / p95 / p99 (ms) "
+            "| isolated added over direct | p99 per run, isolated (ms) "
+            "| target CPU / runq wait per req, shared (us) | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name in ("direct", "gateway", "litellm"):
             r = results.get(name, {}).get(kind)
             if not r:
                 continue
-            o = r["open"]
-            if "error" in o:
-                lines.append(f"| {name} | {f(r['closed']['rps'])} | failed | | |")
-                continue
-            added = (
-                " / ".join(f(o[k] - d["open"][k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
-                if name != "direct"
+            sh, iso = r.get("shared"), r.get("isolated")
+            ref = None if name == "direct" else d
+            sh_cells = _open_cells(sh, ref.get("shared") if ref else None)
+            iso_cells = _open_cells(iso, ref.get("isolated") if ref else None)
+            per_run = ", ".join(str(x) for x in (iso or {}).get("p99_per_run_ms", [])) or "-"
+            cpu = (
+                f"{sh['target_cpu_us_per_req']:.0f} / {sh['target_runq_wait_us_per_req']:.0f}"
+                if sh and "error" not in sh
                 else "-"
             )
+            errs = sum(x.get("errors", 0) for x in (sh, iso) if x and "error" not in x)
+            sent = sum(x.get("sent", 0) for x in (sh, iso) if x and "error" not in x)
             lines.append(
-                f"| {name} | {f(r['closed']['rps'])} | "
-                + " / ".join(f(o[k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
-                + f" | {added} | {o['errors']} of {o['sent']} |"
+                f"| {name} | {r['closed']['rps']:.0f} | "
+                + " | ".join([*sh_cells, *iso_cells, per_run, cpu])
+                + f" | {errs} of {sent} |"
             )
         g = results.get("gateway", {}).get(kind)
         lt = results.get("litellm", {}).get(kind)
+        lines.append("")
         if g and lt and lt["closed"]["rps"]:
             ratio = g["closed"]["rps"] / lt["closed"]["rps"]
-            lines += ["", f"Gateway / LiteLLM max throughput: **{ratio:.1f}x** (target >= 5x)."]
-        if g and "p99_ms" in g["open"]:
-            added99 = g["open"]["p99_ms"] - d["open"]["p99_ms"]
-            verdict = "met" if added99 < 2 else "NOT met"
-            lines += [
-                f"Gateway added p99 at {meta['rate']} req/s: **{added99:.2f} ms** "
-                f"(target < 2 ms: {verdict})."
-            ]
+            lines += [f"Gateway / LiteLLM max throughput: **{ratio:.1f}x** (target >= 5x).", ""]
+        for mode in ("shared", "isolated"):
+            go, do = (g or {}).get(mode), d.get(mode)
+            if go and do and "error" not in go and "error" not in do:
+                added99 = go["p99_ms"] - do["p99_ms"]
+                verdict = "met" if added99 < 2 else "NOT met"
+                lines.append(
+                    f"- gateway added p99 at {meta['rate']:g} req/s, {mode}: "
+                    f"**{added99:.2f} ms** (target < 2 ms: {verdict})"
+                )
         lines.append("")
     section = "\n".join(lines).rstrip() + "\n"
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
@@ -577,6 +740,14 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=12)
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--reps", type=int, default=3, help="open-loop repetitions (interleaved)")
+    ap.add_argument(
+        "--gateway-src",
+        default=str(GW_SRC),
+        help="gateway source tree to run (e.g. an export of an older commit)",
+    )
+    ap.add_argument("--json", default="gateway.json", help="file name under bench/out/")
+    ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from .conftest import Gw, Tokens, backend_state
+from .conftest import Gw, Tokens, backend_state, wait_until
 
 CHAT = {"model": "llama-3-chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -264,7 +264,8 @@ def test_request_id_echo_and_generate(gw: Gw, token: Tokens) -> None:
         assert r.headers["x-request-id"].startswith("req_")
         r = c.get("/nope")
         assert r.headers["x-request-id"].startswith("req_")
-    assert '"request_id":"abc-123"' in gw.log()
+    # the access log is written by a background thread (logs.QueueListener): allow it a moment
+    wait_until(lambda: '"request_id":"abc-123"' in gw.log(), 5, "access log line")
 
 
 def test_request_id_forwarded_upstream(gw: Gw, token: Tokens, backend: str) -> None:
@@ -331,3 +332,23 @@ def test_no_token_in_logs(gw: Gw, token: Tokens) -> None:
     assert "Bearer" not in log and "authorization" not in log.lower()
     for line in log.splitlines():
         json.loads(line)  # every log line is JSON
+
+
+def test_upstream_uuid_matches_uuid5() -> None:
+    import os
+
+    from citadel_gateway.app import upstream_uuid
+
+    for i in range(500):
+        rid = "req_" + os.urandom(12).hex() if i % 2 else "abc-" + str(i) * (i % 7)
+        assert upstream_uuid(rid) == str(uuid.uuid5(uuid.NAMESPACE_URL, rid))
+
+
+def test_json_helpers_exact_big_ints() -> None:
+    from citadel_gateway.app import _dumps, _loads
+
+    assert _loads(b'{"b": 123456789012345678901234567890}')["b"] == 123456789012345678901234567890
+    assert (
+        _dumps({"x": 10**30, "y": "\u00e9"})
+        == '{"x":1000000000000000000000000000000,"y":"\u00e9"}'.encode()
+    )

@@ -100,3 +100,18 @@ def render() -> bytes:
     ratio.add_metric([], hits / (hits + misses) if hits + misses else 0.0)
     families.append(ratio)
     return generate_latest(_View(families))
+
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *labelvalues: str) -> Any:
+    """``metric.labels(*labelvalues)``, memoised: ``labels()`` takes a lock and builds a tuple
+    on every call; the request path asks for the same few children all the time."""
+    key = (metric, *labelvalues)
+    found = _children.get(key)
+    if found is None:
+        if len(_children) >= 10_000:  # bounded: label values include the client's method
+            _children.clear()
+        found = _children[key] = metric.labels(*labelvalues)
+    return found
