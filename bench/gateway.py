@@ -708,9 +708,15 @@ def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
                     f"**{added99:.2f} ms** (target < 2 ms: {verdict})"
                 )
         lines.append("")
-    section = "\n".join(lines).rstrip() + "\n"
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     pat = re.compile(r"^## Gateway \(bench/gateway\.py\)\n.*?(?=^## |\Z)", re.S | re.M)
+    prev = pat.search(old)
+    notes = (
+        re.search(r"^### Notes \(hand-written\).*", prev.group(0), re.S | re.M) if prev else None
+    )
+    if notes:  # the hand-written analysis survives a re-run
+        lines += [notes.group(0).rstrip(), ""]
+    section = "\n".join(lines).rstrip() + "\n"
     new = (
         pat.sub(lambda _m: section + "\n", old)
         if pat.search(old)
