@@ -162,25 +162,27 @@ def test_fault_drill_host_dies_mid_converge_then_recovers_with_its_data() -> Non
 
     hosts = lab_hosts()
     stopped = threading.Event()
+    log: list[str] = []
 
-    def stop_data_when_connected(proc: subprocess.Popen[str]) -> None:
+    def stop_data_once_operations_run(proc: subprocess.Popen[str]) -> None:
+        # After pyinfra connected and prepared every host, when it starts executing: the data
+        # host then dies with all its operations still ahead of it.
         assert proc.stderr is not None
         for line in proc.stderr:
-            if "Preparing operation" in line or "Beginning operation run" in line:
+            log.append(line)
+            if not stopped.is_set() and "Beginning operation run" in line:
                 lab_ops.stop_host("data", LabConfig.from_env(), log=lambda m: None)
                 stopped.set()
-                break
-        for _ in proc.stderr:
-            pass
 
     cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", "inventory/lab.py", "deploy.py"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = threading.Thread(target=stop_data_when_connected, args=(proc,))
+    watcher = threading.Thread(target=stop_data_once_operations_run, args=(proc,))
     watcher.start()
     out, _ = proc.communicate(timeout=900)
     watcher.join()
     assert stopped.is_set()
-    results = json.loads(out)["results"]
+    assert '{"plan":' in out, "".join(log[-40:])
+    results = json.loads(out[out.rfind('{"plan":') :])["results"]
     assert results["failed_hosts"] == ["data"]
 
     lab_ops.start_host(hosts, "data", LabConfig.from_env(), log=lambda m: None)

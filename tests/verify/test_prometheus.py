@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,4 +123,11 @@ def test_document_query(target, query):
     served = _api(target, "/api/v1/query", query="sum(http_requests_total)")["data"]["result"]
     if not served:
         pytest.skip("success, no data: the gateway has not served a request yet")
-    pytest.fail(f"{query}: no data although the gateway is up and has served requests")
+    # A series born from the gateway's first requests needs two scrapes and a rule evaluation
+    # before a rate (and so a recorded quantile) exists: wait for that, bounded.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        if _api(target, "/api/v1/query", query=query)["data"]["result"]:
+            return
+    pytest.fail(f"{query}: no data 120 s after the gateway served requests")
