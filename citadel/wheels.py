@@ -275,8 +275,12 @@ def ensure_dependency_wheels(
     platforms: Sequence[str] = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "linux_x86_64"),
     cache: Path | None = None,
     python: str = sys.executable,
+    tag: str = "",
 ) -> Path:
     """Download the wheels ``requirement`` needs into ``wheels/deps/<name>-<version>-py<X.Y>/``.
+
+    ``tag`` (e.g. a project's source digest) goes into the directory name: a project whose
+    dependencies changed without a version bump gets a fresh set.
 
     For hosts that install offline: ``pip install --no-index --find-links <that dir>
     --find-links wheels/ <requirement>``. The package itself is resolved from the cached wheel
@@ -286,7 +290,8 @@ def ensure_dependency_wheels(
     name, version = parse_pinned(requirement)
     pyver = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     directory = wheels_dir(cache)
-    target = directory / "deps" / f"{name}-{version}-py{pyver}"
+    suffix = f"-{tag}" if tag else ""
+    target = directory / "deps" / f"{name}-{version}{suffix}-py{pyver}"
     if (target / ".complete").is_file():
         return target
     own = find_cached_wheel(requirement, cache)

@@ -108,7 +108,9 @@ def project_wheels(project: Path, label: str, python_version: str) -> tuple[Path
         wheel = wheels.ensure_project_wheel(project)
         name, version = wheel.name.split("-")[:2]
         req = f"{name.replace('_', '-')}=={version}"
-        deps = wheels.ensure_dependency_wheels(req, python_version=python_version)
+        deps = wheels.ensure_dependency_wheels(
+            req, python_version=python_version, tag=wheels.source_digest(project)[:12]
+        )
     except wheels.ArtifactError as exc:
         raise ArtifactUnavailable(f"{label} wheel: {exc}") from None
     return wheel, req, sorted(deps.glob("*.whl"))

@@ -68,6 +68,14 @@ def converge(inventory: str = INVENTORY, **kw: Any) -> dict[str, Any]:
     return run_pyinfra(inventory, dry=False, stream=False, **kw)
 
 
+def failed_ops(report: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for op in report["results"]["operations"]:
+        for host in op["error"]:
+            out.setdefault(host, []).append(op["name"])
+    return out
+
+
 def changed_ops(report: dict[str, Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for op in report["results"]["operations"]:
@@ -99,7 +107,7 @@ def test_first_converge_succeeds_on_every_host() -> None:
     t0 = time.monotonic()
     report = converge()
     record("converge_cold_s", time.monotonic() - t0)
-    assert report["results"]["failed_hosts"] == []
+    assert report["results"]["failed_hosts"] == [], failed_ops(report)
 
 
 def test_second_converge_changes_nothing() -> None:
