@@ -59,14 +59,25 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inventory_option(argv: list[str], default: str) -> tuple[list[str], str]:
+    """`citadel lab up -i INV`: take -i/--inventory from the action's arguments (before `--`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    for i, arg in enumerate(argv[:end]):
+        if arg in ("-i", "--inventory") and i + 1 < end:
+            return argv[:i] + argv[i + 2 :], argv[i + 1]
+        if arg.startswith("--inventory="):
+            return argv[:i] + argv[i + 1 :], arg.split("=", 1)[1]
+    return argv, default
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from citadel.lab import LabHost
     from citadel.lab import main as lab_main
 
-    loaded = load_cluster(args.inventory)
+    lab_args, inventory = _inventory_option(list(args.lab_args), args.inventory)
+    loaded = load_cluster(inventory)
     if loaded.cluster.cluster.environment != "lab":
-        raise CitadelError(f"{args.inventory} is not a lab inventory (cluster.environment)")
-    lab_args = [a for a in args.lab_args]
+        raise CitadelError(f"{inventory} is not a lab inventory (cluster.environment)")
     if lab_args[:1] == ["up"]:
         added = ensure_lab_secrets(loaded.cluster)
         if added:

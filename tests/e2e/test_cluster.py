@@ -8,6 +8,7 @@ unless CITADEL_E2E_KEEP=1. Times land in reports/e2e-times.json.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from citadel.converge import plan_by_host, run_pyinfra
 from citadel.lab import LabConfig, LabHost, lab_paths
@@ -97,8 +99,14 @@ def lab() -> Iterator[None]:
     citadel("lab", "up", check=True)
     record("lab_up_s", time.monotonic() - t0)
     yield
-    DRIFT.unlink(missing_ok=True)
-    DRIFT.with_suffix(".py").unlink(missing_ok=True)
+    for leftover in (
+        DRIFT,
+        DRIFT.with_suffix(".py"),
+        ROLLING,
+        ROLLING.with_suffix(".py"),
+        ROLLING_BASE,
+    ):
+        leftover.unlink(missing_ok=True)
     if not os.environ.get("CITADEL_E2E_KEEP"):
         citadel("lab", "down")
 
@@ -151,6 +159,100 @@ def test_drift_is_planned_on_exactly_the_affected_host_then_applied() -> None:
     assert citadel("plan", "-i", str(DRIFT)).returncode == 0
     assert converge()["results"]["failed_hosts"] == []  # back to the lab as declared
     assert citadel("plan").returncode == 0
+
+
+ROLLING = Path("inventory/.e2e-rolling.yml")
+ROLLING_BASE = Path("inventory/.e2e-rolling-base.yml")
+
+
+def _write_rolling_inventory(n_ctx: int) -> None:
+    """The lab plus a second llama-3-chat backend (llm-chat2), with a chat n_ctx to roll."""
+    base = yaml.safe_load(Path("inventory/production.yml").read_text())
+    chat = next(h for h in base["hosts"] if h["name"] == "llm-chat")
+    address = str(ipaddress.ip_address(chat["address"]) + 4)  # a free production address
+    base["hosts"].append({**chat, "name": "llm-chat2", "address": address})
+    ROLLING_BASE.write_text(yaml.safe_dump(base, sort_keys=False))
+    lab = yaml.safe_load(Path("inventory/lab.yml").read_text())
+    lab["extends"] = ROLLING_BASE.name
+    lab["overrides"].append(
+        {
+            "name": "e2e-rolling",
+            "why": "the rolling-update drill of tests/e2e/test_cluster.py",
+            "set": {
+                "hosts[llm-chat2].address": "10.210.10.32",
+                "hosts[llm-chat2].model.engine": "llamacpp",
+                "hosts[llm-chat].model.llamacpp.n_ctx": n_ctx,
+                "hosts[llm-chat2].model.llamacpp.n_ctx": n_ctx,
+            },
+        }
+    )
+    ROLLING.write_text(yaml.safe_dump(lab, sort_keys=False))
+    ROLLING.with_suffix(".py").write_text(Path("inventory/lab.py").read_text())
+
+
+def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
+    _write_rolling_inventory(n_ctx=2048)
+    citadel("lab", "up", "-i", str(ROLLING), check=True)
+    citadel("apply", "-i", str(ROLLING), "--report", "reports/e2e-rolling-1.json", check=True)
+
+    token = citadel("token", check=True).stdout.strip()
+    gateway = next(h for h in load_cluster(INVENTORY).cluster.hosts if h.name == "gateway")
+    url = f"http://{gateway.address}:8000/v1/chat/completions"
+    body = json.dumps(
+        {
+            "model": "llama-3-chat",
+            "max_tokens": 4,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+    ).encode()
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def client_loop() -> None:
+        import urllib.error
+        import urllib.request
+
+        while not done.is_set() and len(statuses) < 2000:
+            req = urllib.request.Request(
+                url,
+                data=body,
+                method="POST",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "X-Citadel-Cache": "bypass",
+                },
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=60) as rsp:
+                    statuses.append(rsp.status)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+            except OSError:
+                statuses.append(599)  # no answer at all
+
+    loop = threading.Thread(target=client_loop)
+    loop.start()
+    try:
+        _write_rolling_inventory(n_ctx=1024)  # both chat backends restart, one at a time
+        applied = citadel("apply", "-i", str(ROLLING), "--report", "reports/e2e-rolling-2.json")
+    finally:
+        done.set()
+        loop.join()
+    record("rolling_requests", len(statuses))
+    assert applied.returncode == 0, applied.stdout + applied.stderr[-3000:]
+    report = json.loads(Path("reports/e2e-rolling-2.json").read_text())
+    restarted = {h for h, r in report["hosts"].items() if r["changed"]}
+    assert {"llm-chat", "llm-chat2"} <= restarted
+    errors = [s for s in statuses if s >= 500]
+    assert statuses and not errors, (
+        f"{len(errors)} of {len(statuses)} requests failed: {errors[:10]}"
+    )
+    ROLLING.unlink()
+    ROLLING.with_suffix(".py").unlink()
+    ROLLING_BASE.unlink()
+    assert converge()["results"]["failed_hosts"] == []  # back to the lab as declared
 
 
 def _psql(sql: str) -> subprocess.CompletedProcess[str]:
