@@ -213,7 +213,8 @@ def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
         import urllib.error
         import urllib.request
 
-        while not done.is_set() and len(statuses) < 2000:
+        deadline = time.monotonic() + 900  # bounded: 15 min, 20k requests at most
+        while not done.is_set() and len(statuses) < 20000 and time.monotonic() < deadline:
             req = urllib.request.Request(
                 url,
                 data=body,
