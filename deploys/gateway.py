@@ -16,7 +16,7 @@ from pyinfra.operations.util import any_changed
 from citadel.components.gateway import ETC, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_file
+from deploys._files import put_files
 from deploys._service import ready_check
 from deploys._venv import host_python_version, install_wheels, project_wheels
 
@@ -59,10 +59,10 @@ def configure(ctx: DeployContext, cfg: Config) -> tuple[list[OperationMeta], lis
     """Returns (config changes: reload, everything else: restart)."""
     for path in (ETC, f"{ETC}/secrets"):
         files.directory(name=f"Directory {path}", path=path, user="root", group=USER, mode="0750")
+    rendered = ctx.files("gateway")
     reload: list[OperationMeta] = []
     restart: list[OperationMeta] = []
-    for f in ctx.files("gateway"):
-        op = put_file(f)
+    for f, op in zip(rendered, put_files(rendered), strict=True):
         (reload if f.spec.dest == f"{ETC}/config.yml" else restart).append(op)
     return reload, restart
 
