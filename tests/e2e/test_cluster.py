@@ -289,7 +289,9 @@ def test_fault_drill_host_dies_mid_converge_then_recovers_with_its_data() -> Non
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watcher = threading.Thread(target=stop_data_once_operations_run, args=(proc,))
     watcher.start()
-    out, _ = proc.communicate(timeout=900)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # stderr belongs to the watcher: communicate() would race it
+    proc.wait(timeout=900)
     watcher.join()
     assert stopped.is_set()
     assert '{"plan":' in out, "".join(log[-40:])
