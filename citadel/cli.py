@@ -145,7 +145,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     junit = Path(args.junit)
     rc = run_verify(args.inventory, junit, args.pytest_args)
     if junit.exists():
-        print(format_summary(summarize(junit)))
+        print(format_summary(summarize(junit, [h.name for h in loaded.cluster.hosts])))
         print(f"junit: {junit}")
     return 0 if rc == 0 else 1
 
@@ -194,7 +194,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     verify_rc = run_verify(args.inventory, junit)
     print("\n== summary ==")
     if junit.exists():
-        print(format_summary(summarize(junit)))
+        print(format_summary(summarize(junit, names)))
     converged = not any(r.failed for r in results.values())
     print(
         f"converge: {'ok' if converged else 'FAILED'} in {seconds:.1f}s; "

@@ -49,14 +49,20 @@ def run_verify(inventory: str, junit: Path, extra: list[str] | None = None) -> i
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
-def summarize(junit: Path) -> dict[tuple[str, str], Cell]:
+def _host_of(test_id: str, hosts: list[str]) -> str:
+    """`monitoring-ai_inference_duration_seconds` -> `monitoring` (tests parametrised further)."""
+    matches = [h for h in hosts if test_id == h or test_id.startswith(h + "-")]
+    return max(matches, key=len) if matches else test_id
+
+
+def summarize(junit: Path, hosts: list[str] | None = None) -> dict[tuple[str, str], Cell]:
     """(component, host) -> Cell, from pytest's JUnit XML."""
     cells: dict[tuple[str, str], Cell] = {}
     root = ET.parse(junit).getroot()
     for case in root.iter("testcase"):
         component = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_")
         m = _PARAM.search(case.get("name", ""))
-        host = m.group(1) if m else "-"
+        host = _host_of(m.group(1), hosts or []) if m else "-"
         cell = cells.setdefault((component, host), Cell())
         failure = case.find("failure")
         if failure is None:
