@@ -1,6 +1,12 @@
-"""Helpers for the model-serving deploys: waiting for a (re)started service to answer."""
+"""Service helpers for deploys: restart on a changed input, wait for a (re)started one to answer."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import systemd
+from pyinfra.operations.util import any_changed
 
 
 def ready_check(service: str, url: str, expect: str | None, timeout_s: int) -> str:
@@ -22,3 +28,14 @@ def ready_check(service: str, url: str, expect: str | None, timeout_s: int) -> s
         f"echo '{service}: {url} not ready within {timeout_s}s' >&2; "
         f"journalctl -u {service} -n 30 --no-pager >&2; exit 1"
     )
+
+
+def restart_on_change(service: str, changed: Sequence[OperationMeta]) -> None:
+    """Restart `service` when one of the files it reads changed; keep it running and enabled."""
+    systemd.service(
+        name=f"Restart {service} (config changed)",
+        service=service,
+        restarted=True,
+        _if=any_changed(*changed),
+    )
+    systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)

@@ -199,7 +199,6 @@ def apply_migrations(ctx: DeployContext, cfg: Config, state: dict) -> None:
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
     inst: Install = install(ctx, cfg)
     resolved = model.resolved(cfg, inst.version)
     changed = configure(ctx, resolved)

@@ -57,6 +57,5 @@ def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> N
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
     install(ctx, cfg)
     activate(ctx, cfg, configure(ctx, cfg))

@@ -4,13 +4,13 @@ goes live), restarted only when the config changed."""
 from __future__ import annotations
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt
 
 from citadel.components.redis import Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
+from deploys._service import restart_on_change
 
 SERVICE = "redis-server"
 
@@ -31,16 +31,9 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 @deploy("redis: activate")
 def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    systemd.service(
-        name=f"Restart {SERVICE} (config changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*changed),
-    )
-    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+    restart_on_change(SERVICE, changed)
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
     install(ctx, cfg)
     activate(ctx, cfg, configure(ctx, cfg))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt
 
 from citadel.components.redis_exporter import Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
+from deploys._service import restart_on_change
 
 SERVICE = "prometheus-redis-exporter"
 
@@ -30,16 +30,9 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 @deploy("redis_exporter: activate")
 def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    systemd.service(
-        name=f"Restart {SERVICE} (config changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*changed),
-    )
-    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+    restart_on_change(SERVICE, changed)
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    # (pyinfra types @deploy functions as operations: cast to call them with our arguments)
     install(ctx, cfg)
     activate(ctx, cfg, configure(ctx, cfg))
