@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 
@@ -39,3 +39,19 @@ def restart_on_change(service: str, changed: Sequence[OperationMeta]) -> None:
         _if=any_changed(*changed),
     )
     systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+
+
+def system_account(user: str, home: str, dirs: Sequence[str] = (), mode: str = "0755") -> None:
+    """A no-login system user and group for a service, and the directories it owns."""
+    server.group(name=f"Group {user}", group=user, system=True)
+    server.user(
+        name=f"User {user}",
+        user=user,
+        group=user,
+        system=True,
+        home=home,
+        shell="/usr/sbin/nologin",
+        create_home=False,
+    )
+    for path in dirs:
+        files.directory(name=f"Directory {path}", path=path, user=user, group=user, mode=mode)

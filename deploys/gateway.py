@@ -17,7 +17,7 @@ from citadel.components.gateway import ETC, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
-from deploys._service import ready_check
+from deploys._service import ready_check, system_account
 from deploys._venv import host_python_version, install_wheels, project_wheels
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gateway"
@@ -32,16 +32,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     apt.packages(
         name="Install python3-venv and curl", packages=["python3-venv", "curl"], no_recommends=True
     )
-    server.group(name=f"Group {USER}", group=USER, system=True)
-    server.user(
-        name=f"User {USER}",
-        user=USER,
-        group=USER,
-        system=True,
-        shell="/usr/sbin/nologin",
-        home="/nonexistent",
-        create_home=False,
-    )
+    system_account(USER, home="/nonexistent")
     op = install_wheels(
         label=SERVICE,
         venv=VENV,

@@ -31,7 +31,7 @@ from citadel.components.model_server import (
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
-from deploys._service import ready_check
+from deploys._service import ready_check, system_account
 from deploys._venv import host_python_version, install_wheels
 
 SERVICE = "llama-cpp"
@@ -78,18 +78,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         no_recommends=True,
     )
     changed = [packages]
-    server.group(name=f"Group {USER}", group=USER, system=True)
-    server.user(
-        name=f"User {USER}",
-        user=USER,
-        group=USER,
-        system=True,
-        home=LLAMACPP_HOME,
-        shell="/usr/sbin/nologin",
-        create_home=False,
-    )
-    for path in (LLAMACPP_HOME, LLAMACPP_MODELS):
-        files.directory(name=f"Directory {path}", path=path, user=USER, group=USER, mode="0755")
+    system_account(USER, home=LLAMACPP_HOME, dirs=(LLAMACPP_HOME, LLAMACPP_MODELS), mode="0755")
     pip_op = install_wheels(
         label="llama-cpp-python",
         venv=LLAMACPP_VENV,

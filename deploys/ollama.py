@@ -37,7 +37,7 @@ from citadel.components.model_server import (
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
-from deploys._service import ready_check
+from deploys._service import ready_check, system_account
 
 SERVICE = "ollama"
 USER = "ollama"
@@ -86,18 +86,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     arch = str(host.get_fact(Arch) or "x86_64")
     tarball = fetch_release(ctx, cfg, arch)  # first: an unavailable artifact stops before any op
     version_dir = f"{OLLAMA_PREFIX}/{cfg.ollama.version}"
-    server.group(name=f"Group {USER}", group=USER, system=True)
-    server.user(
-        name=f"User {USER}",
-        user=USER,
-        group=USER,
-        system=True,
-        home=OLLAMA_HOME,
-        shell="/usr/sbin/nologin",
-        create_home=False,
-    )
-    for path in (OLLAMA_HOME, OLLAMA_MODELS):
-        files.directory(name=f"Directory {path}", path=path, user=USER, group=USER, mode="0755")
+    system_account(USER, home=OLLAMA_HOME, dirs=(OLLAMA_HOME, OLLAMA_MODELS), mode="0755")
     changed: list[OperationMeta] = []
     if not host.get_fact(Directory, path=f"{version_dir}/bin"):
         upload = f"{UPLOADS}/{posixpath.basename(tarball)}"

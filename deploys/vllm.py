@@ -18,7 +18,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, pip, server, systemd
+from pyinfra.operations import apt, pip, server, systemd
 from pyinfra.operations.util import any_changed
 
 from citadel.components.model_server import (
@@ -31,7 +31,7 @@ from citadel.components.model_server import (
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
-from deploys._service import ready_check
+from deploys._service import ready_check, system_account
 
 SERVICE = "vllm"
 USER = "vllm"
@@ -68,18 +68,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         packages=["python3-venv", "curl"],
         no_recommends=True,
     )
-    server.group(name=f"Group {USER}", group=USER, system=True)
-    server.user(
-        name=f"User {USER}",
-        user=USER,
-        group=USER,
-        system=True,
-        home=VLLM_HOME,
-        shell="/usr/sbin/nologin",
-        create_home=False,
-    )
-    for path in (VLLM_HOME, VLLM_HF_HOME):
-        files.directory(name=f"Directory {path}", path=path, user=USER, group=USER, mode="0750")
+    system_account(USER, home=VLLM_HOME, dirs=(VLLM_HOME, VLLM_HF_HOME), mode="0750")
     pip.venv(name=f"vLLM: virtualenv {VLLM_VENV}", path=VLLM_VENV, python="python3")
     package = pip.packages(
         name=f"vLLM: vllm=={cfg.vllm.version}",
