@@ -4,7 +4,9 @@ The decisions are a pure function, :func:`plan` (facts + config -> steps), unit-
 distribution; :func:`apply` turns the steps into pyinfra operations:
 
 preflight  GPU on the PCI bus (lspci), Secure Boot (mokutil: the DKMS-built modules would not
-           load -> a clear stop), a supported distribution, kernel headers (installed if missing)
+           load -> a clear stop), a supported distribution, kernel headers (installed if missing),
+           a loaded driver no NVIDIA package installed (a .run install -> a clear stop);
+           ``driver_source: preinstalled`` keeps such a driver and only checks its branch
 configure  the apt pin to the driver branch (before any driver package is installed), nouveau
            blacklisted (initramfs rebuilt when that changes)
 install    cuda-keyring (pins.yml: one pinned .deb per distribution, via citadel.artifacts),
@@ -66,6 +68,7 @@ class Facts:
 @dataclass(frozen=True)
 class Plan:
     stop: str | None = None  # a preflight failure: the reason, nothing else is done
+    preinstalled: bool = False  # driver_source: preinstalled and its branch checked
     repo: str = ""
     repo_arch: str = ""
     keyring: bool = False  # install cuda-keyring (missing)
@@ -117,6 +120,17 @@ def plan(facts: Facts, cfg: Config) -> Plan:
             "this machine trusts and would not load. Enrol a MOK (mokutil --import) whose key "
             "signs DKMS modules, or disable Secure Boot, then converge again"
         )
+    loaded = pre.get("loaded")
+    if cfg.driver_source == "preinstalled":
+        return preinstalled_plan(loaded, cfg)
+    if loaded and not any((pre.get("installed") or {}).values()):
+        return Plan(
+            stop=f"driver {loaded} is loaded but no package of NVIDIA's repository "
+            f"({', '.join(NvidiaPreflight.PACKAGES)}) installed it (a .run installer or the "
+            "image's own driver?). Installing a packaged driver over it would break both: remove "
+            "it first, or set nvidia.driver_source: preinstalled to keep it (citadel then only "
+            "checks its branch)"
+        )
     notes = []
     if pre.get("secure_boot") is None:
         notes.append("Secure Boot state unknown (no mokutil); assuming the modules will load")
@@ -127,7 +141,7 @@ def plan(facts: Facts, cfg: Config) -> Plan:
     driver = cfg.driver_package()
     installed = facts.installed_version(driver)
     same_branch = (upstream(installed) or "").startswith(f"{cfg.driver_branch}.")
-    reboot_now = reboot_decision(pre.get("loaded"), installed if same_branch else None, cfg.reboot)
+    reboot_now = reboot_decision(loaded, installed if same_branch else None, cfg.reboot)
     return Plan(
         repo=facts.repo,
         repo_arch=REPO_ARCH[facts.arch],
@@ -139,6 +153,18 @@ def plan(facts: Facts, cfg: Config) -> Plan:
         reboot_after_install="reboot" if cfg.reboot == "allowed" else "required",
         notes=notes,
     )
+
+
+def preinstalled_plan(loaded: str | None, cfg: Config) -> Plan:
+    """driver_source: preinstalled -> nothing to install; the loaded module must be the branch."""
+    if not loaded:
+        return Plan(stop="driver_source is preinstalled but no nvidia kernel module is loaded")
+    if not loaded.startswith(f"{cfg.driver_branch}."):
+        return Plan(
+            stop=f"the preinstalled driver is {loaded}; the inventory expects branch "
+            f"{cfg.driver_branch} (nvidia.driver_branch)"
+        )
+    return Plan(preinstalled=True, notes=[f"preinstalled driver {loaded}: nothing to install"])
 
 
 def keyring_artifact(p: Plan, cfg: Config, pins: dict | None = None) -> artifacts.Artifact:
@@ -256,6 +282,17 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
     p = plan(facts, cfg)
     if not preflight(ctx, cfg, p):
         return
+    if not p.preinstalled:
+        install_and_activate(ctx, cfg, p)
+    inventory = host.get_fact(GpuInventory)
+    if inventory and inventory.get("count"):
+        logger.info(
+            f"[{ctx.host.name}] nvidia: {inventory['count']} GPU(s) "
+            f"{', '.join(inventory['names'])}, driver {inventory['driver_version']}"
+        )
+
+
+def install_and_activate(ctx: DeployContext, cfg: Config, p: Plan) -> None:
     keyring_deb = None
     if p.keyring:
         settings = ctx.cluster.artifacts
@@ -265,9 +302,3 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
     written = configure(ctx, cfg)
     driver = install(ctx, cfg, p, keyring_deb)
     activate(ctx, cfg, p=p, written=written, driver=driver)
-    inventory = host.get_fact(GpuInventory)
-    if inventory and inventory.get("count"):
-        logger.info(
-            f"[{ctx.host.name}] nvidia: {inventory['count']} GPU(s) "
-            f"{', '.join(inventory['names'])}, driver {inventory['driver_version']}"
-        )

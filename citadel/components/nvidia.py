@@ -43,6 +43,10 @@ class Config(ComponentConfig):
     # e.g. "12.4" -> cuda-toolkit-12-4; None: driver only (vLLM/Ollama bring their CUDA runtime).
     cuda_toolkit: str | None = Field(default=None, pattern=r"^[0-9]{2}\.[0-9]$")
     reboot: Literal["allowed", "never"] = "never"
+    # "nvidia-repo": citadel installs and pins the driver from NVIDIA's repository.
+    # "preinstalled": the image brings the driver (a .run installer, a cloud image); citadel
+    # installs nothing and only checks that the loaded module is driver_branch.
+    driver_source: Literal["nvidia-repo", "preinstalled"] = "nvidia-repo"
     keyring_version: str = Field(default="1.1-1", pattern=r"^[0-9][0-9.]*-[0-9]+$")
 
     def open_modules(self) -> bool:
