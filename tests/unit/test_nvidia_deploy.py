@@ -261,3 +261,20 @@ def test_pin_file_passes_apt(tmp_path: Path) -> None:
     assert subprocess.run(check, shell=True, check=False).returncode == 0
     candidate.write_text(rendered.content.replace("Package:", "Package"))
     assert subprocess.run(check, shell=True, check=False, capture_output=True).returncode != 0
+
+
+def test_preinstalled_driver_installs_nothing(keyring: list) -> None:
+    ctx = h.context("inventory/production.yml", "llm-chat")
+    assert ctx.host.nvidia is not None
+    cfg = ctx.host.nvidia.model_copy(update={"driver_source": "preinstalled"})
+    preflight = {**PREFLIGHT_OK, "loaded": f"{cfg.driver_branch}.54.15"}
+    facts = {"LinuxDistribution": h.DISTROS["ubuntu2404"], "NvidiaPreflight": preflight}
+    run = h.run(nvidia.apply, facts, ctx, cfg)
+    assert run.names() == []
+    assert keyring == []
+
+
+def test_a_foreign_driver_is_one_failing_operation(keyring: list) -> None:
+    run = _run("ubuntu2404", loaded="550.54.15")
+    assert run.names() == ["nvidia: preflight | nvidia preflight failed (nothing was installed)"]
+    assert "is loaded but no package of NVIDIA" in run.ops[0].text()
