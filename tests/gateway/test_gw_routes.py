@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import uuid
+from typing import Any
 
 import httpx
 
-from .conftest import Gw, Tokens, backend_state, wait_until
+from .conftest import GatewayFactory, Gw, Tokens, backend_state, wait_until
 
 CHAT = {"model": "llama-3-chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -125,6 +127,38 @@ def test_health_body(gw: Gw) -> None:
     assert set(b["performance"]) == {"avg_response_time_ms", "requests_per_second"}
     assert r.headers["x-ratelimit-limit"] == "600"
     assert "x-ratelimit-remaining" in r.headers
+
+
+def test_health_skipped_service_is_named_with_its_reason_and_not_counted_as_down(
+    gateways: GatewayFactory, cfg: dict[str, Any], token: Tokens
+) -> None:
+    c = copy.deepcopy(cfg)
+    services = c["health"]["services"]
+    services["vector_db"] = {"probe": "skipped", "reason": "Qdrant is not deployed: no artifact"}
+    del services["database"]
+    c.pop("qdrant")
+    g = gateways(c, "skipped")
+    with g.client() as client:
+        body = wait_until(
+            lambda: (
+                (b := client.get("/health").json())["services"].get("llama_chat") == "healthy" and b
+            ),
+            10,
+            "first health round",
+        )
+        detailed = client.get("/health?detailed=true", headers=token.headers()).json()
+        search = client.post(
+            "/collections/docs/points/search",
+            json={"vector": [0.1], "limit": 1},
+            headers=token.headers(perms=["vector:search"]),
+        )
+    assert body["services"]["vector_db"] == "skipped"
+    assert body["status"] == "healthy"
+    assert detailed["details"]["services"]["vector_db"] == {
+        "reason": "Qdrant is not deployed: no artifact"
+    }
+    assert search.status_code == 503
+    assert search.json()["error"]["code"] == "MODEL_UNAVAILABLE"
 
 
 def test_status(gw: Gw, token: Tokens) -> None:

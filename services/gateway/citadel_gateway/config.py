@@ -259,7 +259,17 @@ class HttpProbe(_Strict):
         return _http_url(v)
 
 
-Probe = Annotated[ModelProbe | SimpleProbe | TcpProbe | HttpProbe, Field(discriminator="probe")]
+class SkippedProbe(_Strict):
+    """A service the inventory has but the deploy could not install (e.g. an artifact that
+    cannot be had): /health says ``skipped`` and the reason, and it does not count as down."""
+
+    probe: Literal["skipped"]
+    reason: str = Field(min_length=1)
+
+
+Probe = Annotated[
+    ModelProbe | SimpleProbe | TcpProbe | HttpProbe | SkippedProbe, Field(discriminator="probe")
+]
 
 HEALTH_SERVICES = ("llama_chat", "llama_instruct", "embeddings", "vector_db", "database")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .config import HttpProbe, ModelProbe, SimpleProbe, TcpProbe
+from .config import HttpProbe, ModelProbe, SimpleProbe, SkippedProbe, TcpProbe
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import State
@@ -106,6 +106,8 @@ class Monitor:
             if isinstance(probe, TcpProbe):
                 ok, err = await _tcp(probe.host, probe.port, cfg.health.timeout_s)
                 return name, "healthy" if ok else "unhealthy", {"error": err}
+            if isinstance(probe, SkippedProbe):
+                return name, "skipped", {"reason": probe.reason}
             if isinstance(probe, HttpProbe):
                 ok, err, _ = await _http(st.session, probe.url, cfg.health.timeout_s)
                 return name, "healthy" if ok else "unhealthy", {"error": err}
@@ -133,7 +135,8 @@ class Monitor:
         self.details = {name: detail for name, _, detail in results}
 
     def overall(self) -> str:
-        values = list(self.services.values())
+        """Over the services that run: a skipped one (not deployed) is neither up nor down."""
+        values = [v for v in self.services.values() if v != "skipped"]
         if not values or all(v == "healthy" for v in values):
             return "healthy"
         if all(v == "unhealthy" for v in values):

@@ -15,10 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from .config import Limit
 from .redisconn import RedisConn
+from .resp import RespError
 
 GCRA_LUA = """
 local t = redis.call('TIME')
@@ -70,12 +69,16 @@ class RateLimiter:
         interval_us = 60_000_000 // limit.per_minute
         args = (interval_us, limit.burst)
 
-        async def run(client: Any) -> Any:
+        fast = self.conn.fast
+
+        async def run(_: Any) -> Any:
             try:
-                return await client.evalsha(GCRA_SHA, 1, key, *args)
-            except NoScriptError:
-                await client.script_load(GCRA_LUA)
-                return await client.evalsha(GCRA_SHA, 1, key, *args)
+                return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *args)
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                await fast.call(b"SCRIPT", b"LOAD", GCRA_LUA)
+                return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *args)
 
         allowed, remaining, retry_us, reset_us = await self.conn.call("ratelimit", run)
         now = time.time()

@@ -1,5 +1,8 @@
 """One Redis client per gateway state, with short timeouts and a tiny outage breaker.
 
+``client`` (redis-py) serves the cache and health probes; ``fast`` (resp.py) the rate limiter's
+EVALSHA on every request. Both share the breaker below.
+
 After a Redis error the client is skipped for ``redis.retry_after_failure_s`` seconds, so an
 outage costs one socket timeout per second at most, never one per request.
 """
@@ -18,6 +21,7 @@ from redis.backoff import NoBackoff
 
 from . import metrics
 from .config import Redis as RedisCfg
+from .resp import RespClient
 
 log = logging.getLogger("citadel_gateway.redis")
 T = TypeVar("T")
@@ -41,6 +45,8 @@ class RedisConn:
             health_check_interval=0,
             decode_responses=False,
         )
+        # The per-request rate-limit command goes over a lean pipelined connection (resp.py).
+        self.fast = RespClient(cfg.url, cfg.password, timeout)
         self.down_until = 0.0
         self._last_log = 0.0
 
@@ -70,6 +76,7 @@ class RedisConn:
             return False
 
     async def close(self) -> None:
+        self.fast.close()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 

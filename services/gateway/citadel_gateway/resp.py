@@ -1,0 +1,220 @@
+"""A lean pipelined Redis connection for the one command on every request's path (EVALSHA).
+
+redis-py's asyncio client takes a pooled connection, wraps each read in a timeout context and
+parses replies in Python per command; for one small command per request that is a measurable
+share of the gateway's own time. Here one connection carries every caller's commands as they
+come (Redis answers in order), replies are matched to a FIFO of futures, and a timeout closes
+the connection (a late reply can no longer be matched), failing what was in flight. The next
+call reconnects.
+
+RESP2 only: what EVALSHA, SCRIPT LOAD, AUTH, SELECT and PING answer (integers, simple strings,
+errors, bulk strings, arrays of those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class RespError(Exception):
+    """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``)."""
+
+
+class RespConnectionError(ConnectionError):
+    """The connection failed, closed or timed out; what was in flight failed with it."""
+
+
+def encode(*args: bytes | str | int) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, int):
+            raw = b"%d" % arg
+        elif isinstance(arg, str):
+            raw = arg.encode()
+        else:
+            raw = arg
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Any, int]:
+    """One reply starting at ``pos`` -> (value, next position). Raises _Incomplete."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind, line = buf[pos : pos + 1], bytes(buf[pos + 1 : end])
+    nxt = end + 2
+    if kind == b":":
+        return int(line), nxt
+    if kind == b"+":
+        return line, nxt
+    if kind == b"-":
+        return RespError(line.decode(errors="replace")), nxt
+    if kind == b"$":
+        size = int(line)
+        if size < 0:
+            return None, nxt
+        if len(buf) < nxt + size + 2:
+            raise _Incomplete
+        return bytes(buf[nxt : nxt + size]), nxt + size + 2
+    if kind == b"*":
+        count = int(line)
+        if count < 0:
+            return None, nxt
+        items = []
+        for _ in range(count):
+            item, nxt = parse(buf, nxt)
+            items.append(item)
+        return items, nxt
+    raise RespConnectionError(f"unexpected reply type {kind!r}")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.buf = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        pos = 0
+        try:
+            while pos < len(self.buf):
+                value, pos_next = parse(self.buf, pos)
+                pos = pos_next
+                if not self.waiting:  # a reply nobody asked for: the stream is out of step
+                    self.abort(RespConnectionError("unexpected reply"))
+                    return
+                fut = self.waiting.popleft()
+                if not fut.done():
+                    if isinstance(value, RespError):
+                        fut.set_exception(value)
+                    else:
+                        fut.set_result(value)
+        except _Incomplete:
+            pass
+        except (ValueError, RespConnectionError) as exc:
+            self.abort(RespConnectionError(f"bad reply: {exc}"))
+            return
+        del self.buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(RespConnectionError(f"connection lost: {exc or 'closed by the server'}"))
+
+    def abort(self, exc: Exception) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+class RespClient:
+    """``await client.call(b"EVALSHA", sha, 1, key, ...)``; one connection, pipelined."""
+
+    def __init__(self, url: str, password: str | None, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        self.unix_path = parts.path if parts.scheme == "unix" else None
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = (
+            password
+            if password is not None
+            else (unquote(parts.password) if parts.password else None)
+        )
+        db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+        self.db = int(db) if db.isdigit() else 0
+        self.timeout_s = timeout_s
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        if self.unix_path is not None:
+            _, proto = await asyncio.wait_for(
+                loop.create_unix_connection(_Protocol, self.unix_path), self.timeout_s
+            )
+        else:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl),
+                self.timeout_s,
+            )
+        try:
+            if self.password is not None:
+                auth = (
+                    (b"AUTH", self.username, self.password)
+                    if self.username
+                    else (
+                        b"AUTH",
+                        self.password,
+                    )
+                )
+                await self._send(proto, encode(*[a for a in auth if a is not None]))
+            if self.db:
+                await self._send(proto, encode(b"SELECT", self.db))
+        except BaseException:
+            proto.abort(RespConnectionError("connection set-up failed"))
+            raise
+        return proto
+
+    async def _protocol(self) -> _Protocol:
+        proto = self._proto
+        if proto is not None and not proto.closed:
+            return proto
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            proto = await asyncio.shield(connecting)
+        except (TimeoutError, OSError) as exc:
+            raise RespConnectionError(f"cannot connect: {exc or type(exc).__name__}") from None
+        finally:
+            if self._connecting is connecting and connecting.done():
+                self._connecting = None
+        self._proto = proto
+        return proto
+
+    def _send(self, proto: _Protocol, payload: bytes) -> asyncio.Future[Any]:
+        if proto.closed or proto.transport is None:
+            raise RespConnectionError("connection closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        proto.waiting.append(fut)
+        proto.transport.write(payload)
+        timer = loop.call_later(self.timeout_s, self._expire, proto, fut)
+        fut.add_done_callback(lambda _: timer.cancel())
+        return fut
+
+    def _expire(self, proto: _Protocol, fut: asyncio.Future[Any]) -> None:
+        if not fut.done():
+            # Replies come in order: one we gave up on would be matched to the next caller.
+            proto.abort(RespConnectionError(f"no reply within {self.timeout_s * 1000:.0f} ms"))
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        proto = await self._protocol()
+        return await self._send(proto, encode(*args))
+
+    def close(self) -> None:
+        if self._proto is not None:
+            self._proto.abort(RespConnectionError("client closed"))
+            self._proto = None

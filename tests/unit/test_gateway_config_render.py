@@ -1,0 +1,38 @@
+"""The gateway's config.yml as the deploy renders it: backends, Qdrant and /health services
+follow what the inventory can actually deploy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from citadel import artifacts
+from citadel.loader import load_cluster
+from citadel.render import render_host
+
+CONFIG = "/etc/citadel-gateway/config.yml"
+
+
+def gateway_config(inventory: str) -> dict[str, Any]:
+    cluster = load_cluster(inventory).cluster
+    rendered = {f.spec.dest: f for f in render_host(cluster, cluster.host("gateway"))}
+    return yaml.safe_load(rendered[CONFIG].content)
+
+
+def test_qdrant_that_cannot_be_deployed_is_a_skipped_health_service_with_its_reason() -> None:
+    cfg = gateway_config("inventory/lab.yml")
+    assert "qdrant" not in cfg  # collection search answers 503, no dead upstream
+    vector_db = cfg["health"]["services"]["vector_db"]
+    assert vector_db["probe"] == "skipped"
+    assert vector_db["reason"].startswith("Qdrant on vector-db is not deployed: ")
+    assert "no sha256 pinned" in vector_db["reason"]
+    assert cfg["health"]["services"]["database"] == {"probe": "postgres"}
+
+
+def test_deployable_qdrant_is_probed_and_proxied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(artifacts, "_artifact_of", lambda section, config: None)
+    cfg = gateway_config("inventory/production.yml")
+    assert cfg["qdrant"]["url"] == "http://192.168.10.30:6333"
+    assert cfg["health"]["services"]["vector_db"] == {"probe": "qdrant"}
