@@ -93,6 +93,7 @@ EMITTED: dict[str, frozenset[str]] = {
             "gateway_overhead_seconds",  # histogram, label route
             "gateway_redis_errors_total",
             "gateway_ratelimit_failopen_total",
+            "gateway_access_log_dropped_total",
         }
     ),
     # vLLM's OpenAI server /metrics (engine vllm only; llama.cpp's python server and Ollama

@@ -30,6 +30,7 @@ from .errors import GatewayError, error_body, invalid, sane_request_id
 from .health import Monitor, Stats
 from .ratelimit import Decision, RateLimiter
 from .redisconn import RedisConn, RedisUnavailable
+from .upstream import ConnectFailed, Response, UpstreamClient, UpstreamError
 
 log = logging.getLogger("citadel_gateway")
 
@@ -55,7 +56,17 @@ class State:
         previous: State | None = None,
     ):
         self.cfg = cfg
-        self.session = session
+        self.session = session  # JWKS, health probes, Qdrant: off the per-request hot path
+        up = cfg.upstream
+        self.upstream: UpstreamClient
+        if previous is not None and previous.cfg.upstream == up:
+            self.upstream = previous.upstream
+        else:
+            self.upstream = UpstreamClient(
+                max_connections=up.max_connections,
+                connect_timeout_s=up.connect_timeout_s,
+                keepalive_s=up.keepalive_s,
+            )
         self.redis: RedisConn
         if previous is not None and previous.cfg.redis == cfg.redis:
             self.redis = previous.redis
@@ -64,9 +75,6 @@ class State:
         self.limiter = RateLimiter(self.redis)
         self.cache = ResponseCache(cfg.cache, self.redis)
         self.auth = Authenticator(cfg.auth, session)
-        self.upstream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=cfg.upstream.connect_timeout_s
-        )
         old = previous.backends if previous is not None else {}
         self.backends: dict[str, BackendState] = {}
         self.pools: dict[str, Pool] = {}
@@ -89,6 +97,8 @@ class State:
     async def close_unshared(self, new: State) -> None:
         if self.redis is not new.redis:
             await self.redis.close()
+        if self.upstream is not new.upstream:
+            self.upstream.close()  # idle connections only; requests in flight finish
 
 
 @dataclass(slots=True)
@@ -358,9 +368,11 @@ class Gateway:
             log.warning("initial health probe timed out")
 
     async def shutdown(self) -> None:
+        logs.flush_access()
         await self.monitor.stop()
         if self._state is not None:
             await self._state.redis.close()
+            self._state.upstream.close()
             await self._state.session.close()
 
     def _on_sighup(self) -> None:
@@ -616,8 +628,8 @@ class Gateway:
         last: GatewayError | None = None
         queue = metrics.child(metrics.QUEUE, name)
         inference = metrics.child(metrics.INFERENCE, name)
-        up_id = upstream_uuid(ctx.request_id)
-        up_timeout = st.upstream_timeout
+        up_id = upstream_uuid(ctx.request_id).encode()
+        rid = ctx.request_id.encode()
         queue.inc()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + model.timeout_s
@@ -628,24 +640,19 @@ class Gateway:
                     break
                 tried.add(b)
                 ctx.backend = b.url
-                hdrs = {
-                    "Content-Type": "application/json",
+                hdrs = [
+                    (b"Content-Type", b"application/json"),
                     # llama.cpp's server accepts only a UUID here (400 otherwise); vLLM any string
-                    "X-Request-ID": up_id,
-                    "X-Citadel-Request-ID": ctx.request_id,
-                }
-                if b.api_key:
-                    hdrs["Authorization"] = f"Bearer {b.api_key}"
+                    (b"X-Request-ID", up_id),
+                    (b"X-Citadel-Request-ID", rid),
+                ]
+                if b.auth_header is not None:
+                    hdrs.append((b"Authorization", b.auth_header))
                 t_up = time.perf_counter()
                 outcome: bool | None = None
                 try:
                     async with asyncio.timeout_at(deadline) as tmo:
-                        resp = await st.session.post(
-                            b.url + upath,
-                            data=raw,
-                            headers=hdrs,
-                            timeout=up_timeout,
-                        )
+                        resp = await st.upstream.post(b.url + upath, hdrs, raw)
                         try:
                             if resp.status >= 500:
                                 text = await resp.read()
@@ -673,15 +680,8 @@ class Gateway:
                                 await self._complete(st, ctx, name, kind, data, t_up, key, resp)
                         finally:
                             resp.release()
-                except TimeoutError as exc:
+                except TimeoutError:
                     outcome = False
-                    if isinstance(exc, aiohttp.ClientConnectionError):  # connect timeout: retry
-                        last = GatewayError(
-                            "MODEL_UNAVAILABLE",
-                            f"Model {name!r} backend unreachable",
-                            {"model": name, "reason": type(exc).__name__},
-                        )
-                        continue
                     if ctx.started:
                         return
                     raise GatewayError(
@@ -689,14 +689,17 @@ class Gateway:
                         f"Model {name!r} did not answer within {model.timeout_s:g}s",
                         {"model": name},
                     ) from None
-                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+                except UpstreamError as exc:
                     outcome = False
                     if ctx.started:
                         return  # stream already going: just end it
                     last = GatewayError(
                         "MODEL_UNAVAILABLE",
                         f"Model {name!r} backend unreachable",
-                        {"model": name, "reason": type(exc).__name__},
+                        {
+                            "model": name,
+                            "reason": "connect" if isinstance(exc, ConnectFailed) else "disconnect",
+                        },
                     )
                     continue
                 finally:
@@ -717,18 +720,16 @@ class Gateway:
         finally:
             queue.dec()
 
-    async def _stream(self, ctx: Ctx, resp: aiohttp.ClientResponse, idle_s: float) -> None:
-        ct = resp.headers.get("Content-Type", "text/event-stream").encode()
+    async def _stream(self, ctx: Ctx, resp: Response, idle_s: float) -> None:
+        ct = resp.headers.get("content-type", "text/event-stream").encode()
         await ctx.start(
             200,
             [(b"content-type", ct), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")],
         )
-        it = resp.content.iter_any().__aiter__()
         while True:
-            try:
-                async with asyncio.timeout(idle_s):
-                    chunk = await it.__anext__()
-            except StopAsyncIteration:
+            async with asyncio.timeout(idle_s):
+                chunk = await resp.next_chunk()
+            if chunk is None:
                 break
             await ctx.body(chunk, more=True)
         await ctx.body(b"")
@@ -742,7 +743,7 @@ class Gateway:
         data: bytes,
         t_up: float,
         key: str | None,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
     ) -> None:
         try:
             obj = _loads(data)
@@ -754,7 +755,7 @@ class Gateway:
             )
         obj["model"] = name
         if kind == "chat":
-            gpu = resp.headers.get("X-GPU-Utilization")
+            gpu = resp.headers.get("x-gpu-utilization")
             try:
                 gpu_val: float | None = float(gpu) if gpu is not None else None
             except ValueError:

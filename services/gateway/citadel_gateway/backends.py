@@ -36,6 +36,10 @@ class BackendState:
     opened_at: float = 0.0
     probe_in_flight: bool = False
 
+    @property
+    def auth_header(self) -> bytes | None:
+        return f"Bearer {self.api_key}".encode() if self.api_key else None
+
     def available(self, now: float) -> bool:
         if not self.healthy:
             return False

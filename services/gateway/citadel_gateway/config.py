@@ -96,6 +96,9 @@ class Upstream(_Strict):
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
     retries: int = Field(1, ge=0, le=10)
     max_connections: int = Field(1000, ge=1)
+    # idle upstream connections are dropped after this; below the 5 s uvicorn-based backends
+    # (vLLM, llama.cpp's server) keep theirs, so a reused connection is rarely a closed one
+    keepalive_s: float = Field(4.0, gt=0, le=300)
     health_timeout_s: float = Field(2.0, gt=0)
     health_path: str = "/models"
     breaker_failures: int = Field(3, ge=1)

@@ -58,6 +58,10 @@ OVERHEAD = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 REDIS_ERRORS = Counter("gateway_redis_errors_total", "Redis operations that failed", ["op"])
+ACCESS_LOG_DROPPED = Counter(
+    "gateway_access_log_dropped_total",
+    "Access log lines dropped because stdout fell too far behind",
+)
 RATELIMIT_BYPASS = Counter(
     "gateway_ratelimit_failopen_total", "Requests let through because Redis was unavailable"
 )
