@@ -418,7 +418,7 @@ def inner(args: argparse.Namespace) -> None:
                 )
             },
             "cache": {"enabled": False},
-            "logging": {"level": "warning"},
+            "logging": {"level": "info"},  # as deployed: one access line per request
         }
         import yaml
 
@@ -636,8 +636,10 @@ def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
         f"CPU 0. Closed loop: `wrk -t2 -c32`, {meta['duration_s']} s. Open loop: "
         f"{meta['rate']} req/s scheduled by the clock, latency from the *scheduled* send time "
         f"(gateway queueing is never hidden), {meta['reps']} x {meta['duration_s']} s per target, "
-        "direct and gateway runs interleaved, all samples pooled. Gateway: 1 worker, JWT (RS256) + "
-        "Redis GCRA rate limit (one EVALSHA) on every request, cache off. LiteLLM: `"
+        "direct and gateway runs interleaved, all samples pooled. Gateway: 1 worker, production "
+        "settings: JWT (RS256) and a Redis GCRA rate-limit decision (one EVALSHA, sent together "
+        "with the upstream request once the subject has room: `overlap_upstream`) on every "
+        "request, the JSON access log on (one line per request, to a file), cache off. LiteLLM: `"
         + LITELLM_PIN
         + "`, 1 worker, offline settings, one open-loop run (it is overloaded at this rate).",
         "",

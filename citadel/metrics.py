@@ -94,6 +94,7 @@ EMITTED: dict[str, frozenset[str]] = {
             "gateway_redis_errors_total",
             "gateway_ratelimit_failopen_total",
             "gateway_access_log_dropped_total",
+            "gateway_ratelimit_overlapped_total",
         }
     ),
     # vLLM's OpenAI server /metrics (engine vllm only; llama.cpp's python server and Ollama

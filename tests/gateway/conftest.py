@@ -255,6 +255,7 @@ def base_config(backend: str, redis_url: str, keys: Keys, **over: Any) -> dict[s
             "llama-3-instruct": {"kind": "completions", "backends": [backend + "/v1"]},
             "llama-3-embeddings": {"kind": "embeddings", "backends": [backend + "/v1"]},
             "slow-chat": {"kind": "chat", "backends": [backend + "/v1"], "timeout_s": 0.5},
+            "slow-instruct": {"kind": "completions", "backends": [backend + "/v1"]},
             "dead-chat": {"kind": "chat", "backends": [dead]},
             "fail-chat": {"kind": "chat", "backends": [backend + "/v1"]},
             "mixed-chat": {"kind": "chat", "backends": [dead, backend + "/v1"]},

@@ -50,6 +50,48 @@ def test_two_processes_share_limits_exactly(gw: Gw, gw2: Gw, token: Tokens) -> N
     assert limited.headers["x-ratelimit-remaining"] == "0"
 
 
+def _overlapped(gw: Gw) -> float:
+    with gw.client() as c:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith("gateway_ratelimit_overlapped_total "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_overlapped_checks_still_decide_every_request_exactly(gw: Gw, token: Tokens) -> None:
+    # completions: burst 10, 1/min. After the first (waited-for) decision the next ones go to
+    # Redis together with the request, while the subject's last decision leaves room.
+    headers = token.headers("ov_" + uuid.uuid4().hex[:8])
+    before = _overlapped(gw)
+    with gw.client() as c:
+        results = [c.post("/v1/completions", json=COMP, headers=headers) for _ in range(12)]
+    assert [r.status_code for r in results] == [200] * 10 + [429] * 2
+    assert [int(r.headers["x-ratelimit-remaining"]) for r in results] == [*range(9, -1, -1), 0, 0]
+    assert results[-1].json()["error"]["code"] == "RATE_LIMITED"
+    assert _overlapped(gw) - before == 8  # requests 2..9: room of at least 2 left
+
+
+def test_a_refusal_that_arrives_while_the_backend_works_cancels_the_request(
+    gw: Gw, gw2: Gw, token: Tokens
+) -> None:
+    sub = "ovc_" + uuid.uuid4().hex[:8]
+    headers = token.headers(sub)
+    with gw.client() as c:
+        assert c.post("/v1/completions", json=COMP, headers=headers).status_code == 200
+    # another gateway process uses up the room this one last saw (9 left)
+    used = _fire([gw2.url] * 9, "/v1/completions", COMP, headers)
+    assert sorted(r.status_code for r in used) == [200] * 9
+    before = _overlapped(gw)
+    t0 = time.monotonic()
+    with gw.client() as c:
+        r = c.post("/v1/completions", json=dict(COMP, model="slow-instruct"), headers=headers)
+    elapsed = time.monotonic() - t0
+    assert _overlapped(gw) - before == 1  # it went out together with its check
+    assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
+    assert r.headers["x-ratelimit-remaining"] == "0"
+    assert elapsed < 1.5, "the backend takes 3 s: the refusal must not wait for it"
+
+
 def test_chat_burst_default_table(gw: Gw, token: Tokens) -> None:
     headers = token.headers("rlchat_" + uuid.uuid4().hex[:8])
     results = _fire([gw.url] * 11, "/v1/chat/completions", CHAT, headers)

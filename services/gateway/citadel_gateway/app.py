@@ -28,7 +28,7 @@ from .cache import ResponseCache, cache_key, cacheable
 from .config import ConfigError, GatewayConfig, Limit, config_path_from_env, load_config
 from .errors import GatewayError, error_body, invalid, sane_request_id
 from .health import Monitor, Stats
-from .ratelimit import Decision, RateLimiter
+from .ratelimit import Decision, Pending, RateLimiter
 from .redisconn import RedisConn, RedisUnavailable
 from .upstream import ConnectFailed, Response, UpstreamClient, UpstreamError
 
@@ -101,6 +101,43 @@ class State:
             self.upstream.close()  # idle connections only; requests in flight finish
 
 
+class Admission:
+    """A model request's rate-limit decision sent together with the request itself
+    (``rate_limits.overlap_upstream``): settled before anything reaches the client; a refusal
+    that arrives while the backend is still working cancels the request at once."""
+
+    __slots__ = ("app", "bucket", "denied", "limit", "pending", "settling", "task")
+
+    def __init__(
+        self, app: Gateway, pending: Pending, bucket: str, limit: Limit, task: asyncio.Task[Any]
+    ):
+        self.app = app
+        self.pending = pending
+        self.bucket = bucket
+        self.limit = limit
+        self.task = task
+        self.denied = False
+        self.settling = False
+        pending.future.add_done_callback(self._answered)
+
+    def _answered(self, _: asyncio.Future[Any]) -> None:
+        if self.settling or self.pending.allowed_if_done() is not False:
+            return
+        self.denied = True
+        self.task.cancel()  # the upstream request stops; http() answers 429
+
+    async def settle(self, ctx: Ctx) -> None:
+        self.settling = True
+        ctx.admission = None
+        st = self.app.state
+        try:
+            d = await self.pending.decision()
+        except RedisUnavailable:
+            self.app.redis_unavailable(st, ctx, self.bucket, self.limit)
+            return
+        self.app.apply_decision(ctx, d, self.limit)
+
+
 @dataclass(slots=True)
 class Ctx:
     scope: Scope
@@ -121,8 +158,11 @@ class Ctx:
     started: bool = False
     done: bool = False
     claims: dict[str, Any] | None = None
+    admission: Admission | None = None  # a rate-limit decision still on the wire
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.admission is not None:
+            await self.admission.settle(self)  # raises 429 (or 503) instead of answering
         self.status = status
         self.started = True
         await self.send(
@@ -460,7 +500,11 @@ class Gateway:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if ctx.status == 0:
+            if ctx.admission is not None and ctx.admission.denied and not ctx.started:
+                # the overlapped rate-limit check said no: the upstream request was cancelled
+                with contextlib.suppress(Exception):
+                    await self._send_error(ctx, GatewayError("INTERNAL_ERROR", "unreachable"))
+            elif ctx.status == 0:
                 ctx.status = 499  # client closed request
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id}})
@@ -480,6 +524,12 @@ class Gateway:
                 return
 
     async def _send_error(self, ctx: Ctx, err: GatewayError) -> None:
+        if ctx.admission is not None:
+            # the rate limit comes first: a refused request is answered 429, whatever else
+            try:
+                await ctx.admission.settle(ctx)
+            except GatewayError as limited:
+                err = limited
         if ctx.started:
             # headers already went out (streaming): nothing to do but end the body
             if not ctx.done:
@@ -523,6 +573,13 @@ class Gateway:
                 client = ctx.scope.get("client")
                 who = "ip:" + (client[0] if client else "unknown")
             limit: Limit = getattr(st.cfg.rate_limits, route.limit)
+            if route.proxy and st.cfg.rate_limits.overlap_upstream:
+                pending = st.limiter.start(route.limit, who, limit)
+                task = asyncio.current_task()
+                if pending is not None and task is not None:
+                    ctx.admission = Admission(self, pending, route.limit, limit, task)
+                    metrics.RATELIMIT_OVERLAPPED.inc()
+                    return
             await self.rate_limit(st, ctx, route.limit, who, limit)
 
     async def authenticate(self, st: State, ctx: Ctx) -> dict[str, Any]:
@@ -546,17 +603,25 @@ class Gateway:
         try:
             d: Decision = await st.limiter.check(bucket, who, limit)
         except RedisUnavailable:
-            # /health always fails open: a Redis outage must not make the gateway look dead
-            if st.cfg.redis.failure_mode == "closed" and bucket != "health":
-                raise GatewayError(
-                    "MODEL_UNAVAILABLE",
-                    "Rate limiter unavailable",
-                    {"reason": "redis_unavailable"},
-                    [(b"retry-after", b"1")],
-                ) from None
-            metrics.RATELIMIT_BYPASS.inc()
-            ctx.rl_headers = [(b"x-ratelimit-limit", str(limit.per_minute).encode())]
+            self.redis_unavailable(st, ctx, bucket, limit)
             return
+        self.apply_decision(ctx, d, limit)
+
+    @staticmethod
+    def redis_unavailable(st: State, ctx: Ctx, bucket: str, limit: Limit) -> None:
+        # /health always fails open: a Redis outage must not make the gateway look dead
+        if st.cfg.redis.failure_mode == "closed" and bucket != "health":
+            raise GatewayError(
+                "MODEL_UNAVAILABLE",
+                "Rate limiter unavailable",
+                {"reason": "redis_unavailable"},
+                [(b"retry-after", b"1")],
+            )
+        metrics.RATELIMIT_BYPASS.inc()
+        ctx.rl_headers = [(b"x-ratelimit-limit", str(limit.per_minute).encode())]
+
+    @staticmethod
+    def apply_decision(ctx: Ctx, d: Decision, limit: Limit) -> None:
         ctx.rl_headers = d.headers()
         if not d.allowed:
             raise GatewayError(

@@ -200,6 +200,9 @@ class Limit(_Strict):
 
 class RateLimits(_Strict):
     enabled: bool = True
+    # send a model request's rate-limit check and the request itself at once when the
+    # subject's last decision left room (ratelimit.RateLimiter.start); false: always wait
+    overlap_upstream: bool = True
     chat_completions: Limit = Limit(per_minute=60, burst=10)
     completions: Limit = Limit(per_minute=60, burst=10)
     embeddings: Limit = Limit(per_minute=120, burst=20)

@@ -62,6 +62,10 @@ ACCESS_LOG_DROPPED = Counter(
     "gateway_access_log_dropped_total",
     "Access log lines dropped because stdout fell too far behind",
 )
+RATELIMIT_OVERLAPPED = Counter(
+    "gateway_ratelimit_overlapped_total",
+    "Model requests whose rate-limit check went to Redis together with the request itself",
+)
 RATELIMIT_BYPASS = Counter(
     "gateway_ratelimit_failopen_total", "Requests let through because Redis was unavailable"
 )

@@ -9,6 +9,7 @@ seconds. ``burst + 1`` simultaneous requests on a fresh bucket -> exactly ``burs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Limit
-from .redisconn import RedisConn
+from .redisconn import RedisConn, RedisUnavailable
 from .resp import RespError
 
 GCRA_LUA = """
@@ -58,29 +59,119 @@ class Decision:
         return h
 
 
+# A subject's last decision is trusted for overlapping (see RateLimiter.start) this long.
+SEEN_TTL_S = 30.0
+SEEN_MAX = 50_000
+
+
+class Pending:
+    """A rate-limit EVALSHA already written to Redis; :meth:`decision` waits for its answer."""
+
+    __slots__ = ("_key", "_limit", "_limiter", "future")
+
+    def __init__(self, limiter: RateLimiter, key: str, limit: Limit, future: asyncio.Future[Any]):
+        self._limiter = limiter
+        self._key = key
+        self._limit = limit
+        self.future = future
+
+    def allowed_if_done(self) -> bool | None:
+        """The decision when the answer is in (``None`` while on the wire or on an error)."""
+        fut = self.future
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return None
+        return bool(fut.result()[0])
+
+    async def decision(self) -> Decision:
+        """Raises :class:`RedisUnavailable` when Redis could not answer."""
+        limiter = self._limiter
+        try:
+            try:
+                reply = await self.future
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                reply = await limiter.evalsha(self._key, self._limit)
+        except RedisUnavailable:
+            raise
+        except Exception as exc:
+            raise limiter.conn.failed("ratelimit", exc) from None
+        return limiter.decide(self._key, self._limit, reply)
+
+
 class RateLimiter:
     def __init__(self, conn: RedisConn, prefix: str = "citadel:rl:"):
         self.conn = conn
         self.prefix = prefix
+        # key -> (remaining at the last decision, when); key -> overlapped requests in flight
+        self._seen: dict[str, tuple[int, float]] = {}
+        self._overlapping: dict[str, int] = {}
+
+    def key(self, bucket: str, subject: str) -> str:
+        return f"{self.prefix}{bucket}:{subject}"
+
+    @staticmethod
+    def _args(limit: Limit) -> tuple[int, int]:
+        return 60_000_000 // limit.per_minute, limit.burst
+
+    async def evalsha(self, key: str, limit: Limit) -> Any:
+        fast = self.conn.fast
+        try:
+            return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *self._args(limit))
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            await fast.call(b"SCRIPT", b"LOAD", GCRA_LUA)
+            return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *self._args(limit))
 
     async def check(self, bucket: str, subject: str, limit: Limit) -> Decision:
         """Raises :class:`RedisUnavailable` when Redis cannot answer."""
-        key = f"{self.prefix}{bucket}:{subject}"
-        interval_us = 60_000_000 // limit.per_minute
-        args = (interval_us, limit.burst)
+        key = self.key(bucket, subject)
+        reply = await self.conn.call("ratelimit", lambda _: self.evalsha(key, limit))
+        return self.decide(key, limit, reply)
 
-        fast = self.conn.fast
+    def start(self, bucket: str, subject: str, limit: Limit) -> Pending | None:
+        """Put the decision on the wire without waiting, when the subject's last decision left
+        room (at least 2 requests, counting those already overlapped). The caller then starts
+        the upstream request at once and settles the decision before it answers anything, so
+        the Redis round trip no longer adds to the latency. ``None``: decide with
+        :meth:`check` instead (no recent decision, little room, Redis down or not connected).
 
-        async def run(_: Any) -> Any:
-            try:
-                return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *args)
-            except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                await fast.call(b"SCRIPT", b"LOAD", GCRA_LUA)
-                return await fast.call(b"EVALSHA", GCRA_SHA, 1, key, *args)
+        Decisions stay exact (Redis decides every request); what is given up is that, when
+        another gateway process used the room in between, a request the limit then refuses
+        has already reached a backend and is cancelled (its connection closed) at once.
+        """
+        key = self.key(bucket, subject)
+        seen = self._seen.get(key)
+        if seen is None or not self.conn.up:
+            return None
+        remaining, at = seen
+        in_flight = self._overlapping.get(key, 0)
+        if remaining - in_flight < 2 or time.monotonic() - at > SEEN_TTL_S:
+            return None
+        future = self.conn.fast.try_send(b"EVALSHA", GCRA_SHA, 1, key, *self._args(limit))
+        if future is None:
+            return None
+        self._overlapping[key] = in_flight + 1
+        future.add_done_callback(lambda f: self._answered(key, f))
+        return Pending(self, key, limit, future)
 
-        allowed, remaining, retry_us, reset_us = await self.conn.call("ratelimit", run)
+    def _answered(self, key: str, future: asyncio.Future[Any]) -> None:
+        # Also marks an error as retrieved: a request that ends without settling its decision
+        # (the client went away) must not leave "exception was never retrieved" behind.
+        if not future.cancelled():
+            future.exception()
+        left = self._overlapping.get(key, 1) - 1
+        if left > 0:
+            self._overlapping[key] = left
+        else:
+            self._overlapping.pop(key, None)
+
+    def decide(self, key: str, limit: Limit, reply: Any) -> Decision:
+        allowed, remaining, retry_us, reset_us = reply
+        if len(self._seen) >= SEEN_MAX:
+            self._seen.clear()
+        self._seen[key] = (int(remaining), time.monotonic())
         now = time.time()
         return Decision(
             allowed=bool(allowed),

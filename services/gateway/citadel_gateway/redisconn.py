@@ -61,13 +61,17 @@ class RedisConn:
         try:
             return await fn(self.client)
         except Exception as exc:  # RedisError, OSError, TimeoutError ...
-            self.down_until = time.monotonic() + self.cfg.retry_after_failure_s
-            metrics.REDIS_ERRORS.labels(op=op).inc()
-            now = time.monotonic()
-            if now - self._last_log > 10:
-                self._last_log = now
-                log.warning("redis unavailable during %s: %s: %s", op, type(exc).__name__, exc)
-            raise RedisUnavailable(str(exc)) from None
+            raise self.failed(op, exc) from None
+
+    def failed(self, op: str, exc: BaseException) -> RedisUnavailable:
+        """Count and log a failure, skip Redis for a while; the error to raise."""
+        self.down_until = time.monotonic() + self.cfg.retry_after_failure_s
+        metrics.REDIS_ERRORS.labels(op=op).inc()
+        now = time.monotonic()
+        if now - self._last_log > 10:
+            self._last_log = now
+            log.warning("redis unavailable during %s: %s: %s", op, type(exc).__name__, exc)
+        return RedisUnavailable(str(exc))
 
     async def ping(self) -> bool:
         try:

@@ -210,6 +210,14 @@ class RespClient:
             # Replies come in order: one we gave up on would be matched to the next caller.
             proto.abort(RespConnectionError(f"no reply within {self.timeout_s * 1000:.0f} ms"))
 
+    def try_send(self, *args: bytes | str | int) -> asyncio.Future[Any] | None:
+        """Write now on the open connection and return the reply's future; ``None`` when no
+        connection is open (the caller then awaits :meth:`call`, which connects)."""
+        proto = self._proto
+        if proto is None or proto.closed:
+            return None
+        return self._send(proto, encode(*args))
+
     async def call(self, *args: bytes | str | int) -> Any:
         proto = await self._protocol()
         return await self._send(proto, encode(*args))
