@@ -26,7 +26,13 @@ class Config(ComponentConfig):
 
     def ports(self) -> list[Port]:
         return [
-            Port(service="gpu_exporter", number=self.port, clients=("monitoring",), field="port")
+            # the gateway reads it for the chat responses' performance.gpu_utilization
+            Port(
+                service="gpu_exporter",
+                number=self.port,
+                clients=("monitoring", "gateway"),
+                field="port",
+            )
         ]
 
 

@@ -149,6 +149,16 @@ async def jwks(request: web.Request) -> web.Response:
         return web.Response(text=fh.read(), content_type="application/json")
 
 
+async def gpu_metrics(request: web.Request) -> web.Response:
+    """What citadel-gpu-exporter serves on a host with two busy GPUs."""
+    labels = 'gpu="{i}",name="NVIDIA H100 80GB HBM3",uuid="GPU-{i}"'
+    lines = ["nvidia_gpu_up 1.0", "nvidia_gpu_count 2.0"] + [
+        f"nvidia_gpu_utilization_percentage{{{labels.format(i=i)}}} {value}"
+        for i, value in ((0, 42.0), (1, 58.0))
+    ]
+    return web.Response(text="\n".join(lines) + "\n")
+
+
 async def state(request: web.Request) -> web.Response:
     return web.json_response(STATE)
 
@@ -165,6 +175,7 @@ def main() -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/jwks.json", jwks)
     app.router.add_get("/_state", state)
+    app.router.add_get("/gpu/metrics", gpu_metrics)
     web.run_app(app, host="127.0.0.1", port=port, print=None, handler_cancellation=True)
 
 

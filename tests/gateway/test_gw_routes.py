@@ -6,12 +6,14 @@ import copy
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .conftest import GatewayFactory, Gw, Tokens, backend_state, wait_until
 
+CAPTURE = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "gpu" / "h100"
 CHAT = {"model": "llama-3-chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -40,6 +42,35 @@ def test_chat_completion_with_performance_block(gw: Gw, token: Tokens) -> None:
     assert perf["inference_time_ms"] >= 0 and perf["queue_time_ms"] >= 0
     assert perf["gpu_utilization"] is None
     assert r.headers["x-ratelimit-limit"] == "60"
+
+
+def test_gpu_utilization_comes_from_the_backend_hosts_exporter(
+    gateways: GatewayFactory, cfg: dict[str, Any], backend: str, token: Tokens
+) -> None:
+    c = copy.deepcopy(cfg)
+    c["models"]["gpu-chat"] = {
+        "kind": "chat",
+        "backends": [{"url": backend + "/v1", "gpu_metrics_url": backend + "/gpu/metrics"}],
+    }
+    g = gateways(c, "gpu")
+    with g.client() as client:
+
+        def perf() -> Any:
+            r = client.post(
+                "/v1/chat/completions", json=dict(CHAT, model="gpu-chat"), headers=token.headers()
+            )
+            return r.json()["performance"]["gpu_utilization"]
+
+        # the exporter is read with the background health probes (every second here)
+        assert wait_until(perf, 10, "gpu_utilization from the exporter") == 50.0
+
+
+def test_gpu_utilization_parses_the_exporters_exposition() -> None:
+    from citadel_gateway.health import gpu_utilization
+
+    text = (CAPTURE / "metrics-load.txt").read_text()
+    assert gpu_utilization(text) == 99.0  # one H100 under a matrix-product loop
+    assert gpu_utilization("nvidia_gpu_up 0.0\n") is None
 
 
 def test_completions_stop_suffix(gw: Gw, token: Tokens, backend: str) -> None:

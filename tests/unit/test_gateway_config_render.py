@@ -36,3 +36,18 @@ def test_deployable_qdrant_is_probed_and_proxied(monkeypatch: pytest.MonkeyPatch
     cfg = gateway_config("inventory/production.yml")
     assert cfg["qdrant"]["url"] == "http://192.168.10.30:6333"
     assert cfg["health"]["services"]["vector_db"] == {"probe": "qdrant"}
+
+
+def test_backends_point_at_their_hosts_gpu_exporter_which_lets_the_gateway_in() -> None:
+    loaded = load_cluster("inventory/lab.yml")
+    cfg = gateway_config("inventory/lab.yml")
+    gateway = loaded.cluster.host("gateway")
+    for model in cfg["models"].values():
+        for backend in model["backends"]:
+            address = backend["url"].split("//")[1].split(":")[0]
+            host = loaded.cluster.host(address)
+            assert host.gpu_exporter is not None
+            port = host.gpu_exporter.port
+            assert backend["gpu_metrics_url"] == f"http://{address}:{port}/metrics"
+            gpu_port = next(p for p in host.gpu_exporter.ports() if p.service == "gpu_exporter")
+            assert gateway.address in loaded.cluster.port_clients(host, gpu_port)

@@ -76,17 +76,42 @@ def test_service_runs(target):
     assert service.is_running and service.is_enabled
 
 
+def _undeployable_qdrant(target: Any) -> str | None:
+    """Why the inventory's Qdrant cannot be deployed (pins.yml alone decides), or None."""
+    from citadel.artifacts import unavailable_reason
+
+    for h in target.cluster.with_role("qdrant"):
+        if h.qdrant is not None:
+            if h.qdrant.skip is not None:
+                return str(h.qdrant.skip)
+            settings = target.cluster.artifacts
+            return unavailable_reason(
+                "qdrant", h.qdrant, settings.cache_dir, settings.mirror, probe=False
+            )
+    return None
+
+
 def test_health_reports_every_deployed_service_healthy(target):
     status, _, body = _curl(_client(target), _url(target, "/health"))
     assert status == 200
     assert set(body) == {"status", "timestamp", "services", "performance"}
-    deployed_qdrant = any(h.qdrant and h.qdrant.skip is None for h in target.cluster.hosts)
-    for name, state in body["services"].items():
-        if name == "vector_db" and state != "healthy":
-            # Qdrant's artifact may be unavailable (the lab): then it is the only one not healthy
-            assert deployed_qdrant
-            continue
-        assert state == "healthy", (name, body)
+    assert body["status"] == "healthy", body
+    skipped = {name for name, state in body["services"].items() if state == "skipped"}
+    # only what the inventory cannot deploy is skipped (the lab: Qdrant, no artifact pinned)
+    assert skipped == ({"vector_db"} if _undeployable_qdrant(target) else set()), body
+    assert all(body["services"][name] == "healthy" for name in set(body["services"]) - skipped)
+
+
+def test_health_names_why_a_service_is_skipped(target):
+    reason = _undeployable_qdrant(target)
+    if reason is None:
+        pytest.skip("every service of this inventory is deployed")
+    status, _, body = _curl(
+        _client(target), _url(target, "/health?detailed=true"), token=_token(target)
+    )
+    assert status == 200
+    assert body["services"]["vector_db"] == "skipped"
+    assert reason in body["details"]["services"]["vector_db"]["reason"]
 
 
 def test_no_token_is_401_in_the_documents_format(target):

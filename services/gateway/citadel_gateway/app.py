@@ -87,9 +87,12 @@ class State:
                     if prev is not None and prev.api_key == b.api_key and prev.cfg == cfg.upstream:
                         st = prev
                         st.models = set()
+                        st.gpu_metrics_url = None
                     else:
                         st = BackendState(b.url, b.api_key, cfg.upstream)
                     self.backends[b.url] = st
+                # one URL is one backend host: any model's entry may name its GPU exporter
+                st.gpu_metrics_url = st.gpu_metrics_url or b.gpu_metrics_url
                 st.models.add(name)
                 states.append(st)
             self.pools[name] = Pool(name, states)
@@ -825,6 +828,9 @@ class Gateway:
                 gpu_val: float | None = float(gpu) if gpu is not None else None
             except ValueError:
                 gpu_val = None
+            if gpu_val is None and ctx.backend is not None:
+                b = st.backends.get(ctx.backend)
+                gpu_val = b.gpu_utilization if b is not None else None
             obj["performance"] = {
                 "inference_time_ms": round(ctx.upstream_s * 1000, 2),
                 "queue_time_ms": round((t_up - ctx.t0) * 1000, 2),

@@ -25,6 +25,8 @@ class BackendState:
     url: str
     api_key: str | None
     cfg: Upstream
+    gpu_metrics_url: str | None = None
+    gpu_utilization: float | None = None  # mean over the host's GPUs, from its exporter
     models: set[str] = field(default_factory=set)
     outstanding: int = 0
     healthy: bool = True

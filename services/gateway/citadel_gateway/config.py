@@ -64,12 +64,19 @@ class Listen(_Strict):
 class Backend(_Strict):
     url: str
     api_key_file: str | None = None
+    # the backend host's GPU exporter: read with the health probes for `gpu_utilization`
+    gpu_metrics_url: str | None = None
     _api_key: str | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return _http_url(v)
+
+    @field_validator("gpu_metrics_url")
+    @classmethod
+    def _gpu_url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
 
     @property
     def api_key(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,27 @@ async def _http(
         return False, type(exc).__name__, (time.perf_counter() - t0) * 1000
 
 
+_GPU_UTIL = re.compile(r"^nvidia_gpu_utilization_percentage\{[^}]*\} (\S+)$", re.M)
+
+
+def gpu_utilization(exposition: str) -> float | None:
+    """Mean utilisation over the GPUs of one exporter scrape; ``None`` without GPU readings."""
+    values = [float(v) for v in _GPU_UTIL.findall(exposition)]
+    return round(sum(values) / len(values), 1) if values else None
+
+
+async def _gpu_utilization(
+    session: aiohttp.ClientSession, url: str, timeout: float
+) -> float | None:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                return None
+            return gpu_utilization(await resp.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
 class Monitor:
     """Probes every backend and every ``health.services`` entry each ``health.interval_s``."""
 
@@ -96,6 +118,8 @@ class Monitor:
                 st.session, b.url + cfg.upstream.health_path, timeout, headers
             )
             b.set_health(ok, err, round(ms, 2))
+            if b.gpu_metrics_url:
+                b.gpu_utilization = await _gpu_utilization(st.session, b.gpu_metrics_url, timeout)
 
         await asyncio.gather(*(backend(b) for b in st.backends.values()))
 
