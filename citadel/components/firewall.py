@@ -38,8 +38,8 @@ class Rule:
     service: str
     proto: Literal["tcp", "udp"]
     port: int
-    # "any": everyone; "admins": the admin networks; else exactly these addresses.
-    sources: Literal["any", "admins"] | tuple[IPv4Address, ...]
+    # "any": everyone; "admins": the admin networks; else exactly these addresses / blocks.
+    sources: Literal["any", "admins"] | tuple[IPv4Address | IPv4Network, ...]
     note: str = ""
 
 
@@ -74,9 +74,9 @@ def rules(
 
 def allowed_pairs(
     cluster: Cluster, host: Host
-) -> dict[tuple[str, int], Literal["any", "admins"] | frozenset[IPv4Address]]:
+) -> dict[tuple[str, int], Literal["any", "admins"] | frozenset[IPv4Address | IPv4Network]]:
     """(proto, port) -> who may connect: the derived policy, for tests and verify."""
-    out: dict[tuple[str, int], Literal["any", "admins"] | frozenset[IPv4Address]] = {}
+    out: dict[tuple[str, int], Literal["any", "admins"] | frozenset[IPv4Address | IPv4Network]] = {}
     for r in rules(cluster, host):
         out[(r.proto, r.port)] = r.sources if isinstance(r.sources, str) else frozenset(r.sources)
     return out

@@ -92,6 +92,9 @@ class Config(ComponentConfig):
     vllm: Vllm = Vllm()
     ollama: Ollama = Ollama()
     llamacpp: Llamacpp = Llamacpp()
+    # Besides the gateway and monitoring: hosts, roles, addresses or CIDR blocks that may call
+    # the model server directly (the API document's direct examples, from engineers' machines).
+    allowed_clients: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _engine_needs(self) -> Config:
@@ -104,10 +107,13 @@ class Config(ComponentConfig):
             Port(
                 service=f"model:{self.served_name}",
                 number=self.port,
-                clients=("gateway", "monitoring"),
-                field="port",
+                clients=("gateway", "monitoring", *self.allowed_clients),
+                field="allowed_clients" if self.allowed_clients else "port",
             )
         ]
+
+    def references(self) -> dict[str, list[str]]:
+        return {"allowed_clients": self.allowed_clients}
 
     def secrets(self) -> list[str]:
         if self.engine != "vllm":

@@ -198,7 +198,12 @@ def client_networks(cluster: Cluster, host: Host, cfg: Config) -> list[tuple[str
     if allowed == "admins":
         return [(str(n), "admin network") for n in host.firewall.admin_networks]
     by_addr: dict[IPv4Address, str] = {h.address: h.name for h in cluster.hosts}
-    return [(str(IPv4Network(f"{a}/32")), by_addr.get(a, "")) for a in allowed]
+    return [
+        (str(a), "network")
+        if isinstance(a, IPv4Network)
+        else (str(IPv4Network(f"{a}/32")), by_addr.get(a, ""))
+        for a in allowed
+    ]
 
 
 def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:

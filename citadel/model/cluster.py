@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import Field
 
@@ -13,6 +13,27 @@ from citadel.components import BASE_ROLE, ORDER, ROLE_COMPONENTS
 from citadel.model.common import ADMINS, ANY, ComponentConfig, Name, Port, PortNumber, StrictModel
 
 Role = Literal["gpu", "model", "postgres", "redis", "qdrant", "gateway", "monitoring", "webui"]
+
+
+Client: TypeAlias = IPv4Address | IPv4Network
+
+
+def client_network(ref: str) -> IPv4Network | None:
+    """``10.1.2.3`` or ``10.1.0.0/16`` as a network; ``None`` for a host or role name."""
+    if not ref[:1].isdigit():
+        return None
+    try:
+        return IPv4Network(ref, strict=True)
+    except ValueError:
+        return None
+
+
+def network_problem(ref: str) -> str | None:
+    try:
+        IPv4Network(ref, strict=True)
+    except ValueError as exc:
+        return f"{ref!r} is not an IPv4 address or CIDR block: {exc}"
+    return None
 
 
 class ClusterMeta(StrictModel):
@@ -111,12 +132,19 @@ class Cluster(StrictModel):
             if h.model is not None and (api is None or h.model.api == api)
         ]
 
-    def port_clients(self, host: Host, port: Port) -> list[IPv4Address] | Literal["any", "admins"]:
-        """Addresses allowed to reach a port; the firewall opens exactly these."""
+    def port_clients(self, host: Host, port: Port) -> list[Client] | Literal["any", "admins"]:
+        """Addresses (and CIDR blocks) allowed to reach a port; the firewall opens exactly these.
+
+        A client reference is a host name, a role, or an IPv4 address / CIDR block (engineers'
+        workstations, a CI runner's network: clients outside the inventory)."""
         if port.clients == ANY or port.clients == ADMINS:
             return port.clients
-        seen: dict[IPv4Address, None] = {}
+        seen: dict[Client, None] = {}
         for ref in port.clients:
+            net = client_network(ref)
+            if net is not None:
+                seen[net.network_address if net.prefixlen == 32 else net] = None
+                continue
             for h in self.resolve(ref):
                 if h.name != host.name:
                     seen[h.address] = None
@@ -192,11 +220,17 @@ class Cluster(StrictModel):
             for section, config in h.components():
                 for field, refs in config.references().items():
                     for j, ref in enumerate(refs):
+                        if ref[:1].isdigit():
+                            problem = network_problem(ref)
+                            if problem:
+                                out.append((f"hosts[{i}].{section}.{field}[{j}]", problem))
+                            continue
                         if not self.is_known_ref(ref):
                             out.append(
                                 (
                                     f"hosts[{i}].{section}.{field}[{j}]",
-                                    f"{ref!r} is neither a host nor a role of this inventory",
+                                    f"{ref!r} is neither a host, a role of this inventory nor "
+                                    "an IPv4 address or CIDR block",
                                 )
                             )
         return out

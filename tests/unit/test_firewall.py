@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from citadel.components import firewall
+from citadel.components import firewall, postgres
 from citadel.loader import load_cluster
 from citadel.model.cluster import Cluster, Host
 from citadel.model.files import FileSpec
@@ -80,7 +80,9 @@ def parse_text(text: str) -> dict[tuple[str, int], Any]:
         elif src == "@admin_v4":
             out[key] = "admins"
         else:
-            out[key] = frozenset(IPv4Address(a) for a in addrs.split(", "))
+            out[key] = frozenset(
+                IPv4Network(a) if "/" in a else IPv4Address(a) for a in addrs.split(", ")
+            )
     return out
 
 
@@ -163,6 +165,39 @@ NFT_SKIP = _nft_usable()
 def test_rendered_ruleset_passes_nft_check(cluster: Cluster, name: str, tmp_path: Path) -> None:
     path = tmp_path / "citadel.nft"
     path.write_text(ruleset(cluster, cluster.host(name)))
+    proc = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def with_workstations(cluster: Cluster) -> Cluster:
+    """The data host's PostgreSQL also open to an engineers' subnet and one CI runner."""
+    data = cluster.host("data")
+    assert data.postgres is not None
+    pg = data.postgres.model_copy(
+        update={"allowed_clients": [*data.postgres.allowed_clients, "10.20.0.0/16", "10.9.8.7"]}
+    )
+    hosts = [
+        h.model_copy(update={"postgres": pg}) if h.name == "data" else h for h in cluster.hosts
+    ]
+    return cluster.model_copy(update={"hosts": hosts})
+
+
+def test_cidr_and_address_clients_open_the_port_to_them(cluster: Cluster) -> None:
+    wider = with_workstations(cluster)
+    data = wider.host("data")
+    assert data.postgres is not None
+    rules = parse_text(ruleset(wider, data))[("tcp", data.postgres.port)]
+    assert IPv4Network("10.20.0.0/16") in rules and IPv4Address("10.9.8.7") in rules
+    assert wider.host("gateway").address in rules
+    hba = {cidr: who for cidr, who in postgres.client_networks(wider, data, data.postgres)}
+    assert hba["10.20.0.0/16"] == "network" and hba["10.9.8.7/32"] == ""
+
+
+@pytest.mark.skipif(NFT_SKIP is not None, reason=NFT_SKIP or "")
+def test_a_ruleset_with_client_networks_passes_nft_check(cluster: Cluster, tmp_path: Path) -> None:
+    wider = with_workstations(cluster)
+    path = tmp_path / "citadel.nft"
+    path.write_text(ruleset(wider, wider.host("data")))
     proc = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

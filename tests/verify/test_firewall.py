@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from ipaddress import IPv4Network
 
 from citadel.components.firewall import TABLE, rules
 
@@ -39,6 +40,11 @@ def probe_from(target, source: str, pairs: list[tuple[str, int]]) -> list[str]:
     return json.loads(out)
 
 
+def _covers(source, address) -> bool:
+    """A rule source (an address or a CIDR block) lets `address` in."""
+    return address in source if isinstance(source, IPv4Network) else address == source
+
+
 def matrix(target):
     """(source host, port, expect) triples: expect 'pass' or 'drop'."""
     cluster, host = target.cluster, target.host
@@ -51,7 +57,7 @@ def matrix(target):
                 h for h in others if rule.sources == "any" or any(h.address in n for n in nets)
             ]
         else:
-            allowed = [h for h in others if h.address in rule.sources]
+            allowed = [h for h in others if any(_covers(s, h.address) for s in rule.sources)]
         forbidden = [h for h in others if h not in allowed]
         out += [(h.name, rule.port, "pass") for h in allowed[:SAMPLE]]
         out += [(h.name, rule.port, "drop") for h in forbidden[:SAMPLE]]
