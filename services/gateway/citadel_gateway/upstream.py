@@ -289,12 +289,18 @@ class Origin:
             raise
 
     async def _exchange(self, conn: _Conn, payload: bytes) -> Response:
-        if conn.closed or conn.transport is None:
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
             raise StaleConnection("connection closed")
         resp = Response(conn, asyncio.get_running_loop())
         conn.resp = resp
         reused, conn.used = conn.used, True
-        conn.transport.write(payload)
+        try:
+            conn.transport.write(payload)
+        except (RuntimeError, OSError) as exc:  # closed under us between the check and now
+            conn.resp = None
+            conn.close()
+            error = StaleConnection if reused else Disconnected
+            raise error(f"write failed: {exc}") from None
         try:
             await resp._headers_done
         except Disconnected as exc:
