@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import GatewayFactory, Gw, Tokens
+from .conftest import GatewayFactory, Gw, Tokens, wait_until
 
 CHAT = {"model": "llama-3-chat", "messages": [{"role": "user", "content": "hi"}]}
 COMP = {"model": "llama-3-instruct", "prompt": "x", "max_tokens": 5}
@@ -268,3 +268,33 @@ def test_gcra_script_unit(redis_server: str) -> None:
         return out
 
     assert asyncio.run(run()) == [True, True, True, False]
+
+
+def test_behind_a_trusted_proxy_per_ip_limits_use_the_real_client(
+    gateways: GatewayFactory, cfg: dict[str, Any]
+) -> None:
+    c = copy.deepcopy(cfg)
+    c["listen"] = {"trusted_proxies": ["127.0.0.1/32"]}
+    c["rate_limits"] = {"health": {"per_minute": 1, "burst": 2}}
+    # its own Redis database: this tiny health limit must not spend other gateways' buckets
+    c["redis"] = dict(c["redis"], url=c["redis"]["url"].rsplit("/", 1)[0] + "/5")
+    g = gateways(c, "edge")
+    a = {"X-Real-IP": "203.0.113." + str(uuid.uuid4().int % 200 + 1)}
+    b = {"X-Real-IP": "198.51.100." + str(uuid.uuid4().int % 200 + 1)}
+    with g.client() as client:
+        codes_a = [client.get("/health", headers=a).status_code for _ in range(3)]
+        codes_b = [client.get("/health", headers=b).status_code for _ in range(2)]
+        bogus = client.get("/health", headers={"X-Real-IP": "not-an-ip"})
+    assert codes_a == [200, 200, 429]  # the edge's own address is not the bucket
+    assert codes_b == [200, 200]
+    assert bogus.status_code in (200, 429)  # falls back to the peer (the proxy) itself
+    wait_until(lambda: f'"client":"{a["X-Real-IP"]}"' in g.log(), 5, "access log line")
+
+
+def test_x_real_ip_from_an_untrusted_peer_is_ignored(gw: Gw) -> None:
+    spoof = "192.0.2." + str(uuid.uuid4().int % 200 + 1)
+    with gw.client() as c:
+        # (the shared test gateway's 127.0.0.1 health bucket may be spent by earlier tests)
+        assert c.get("/health", headers={"X-Real-IP": spoof}).status_code in (200, 429)
+    time.sleep(0.3)
+    assert f'"client":"{spoof}"' not in gw.log()

@@ -51,3 +51,11 @@ def test_backends_point_at_their_hosts_gpu_exporter_which_lets_the_gateway_in() 
             assert backend["gpu_metrics_url"] == f"http://{address}:{port}/metrics"
             gpu_port = next(p for p in host.gpu_exporter.ports() if p.service == "gpu_exporter")
             assert gateway.address in loaded.cluster.port_clients(host, gpu_port)
+
+
+def test_the_tls_edge_on_the_gateway_host_is_a_trusted_proxy() -> None:
+    cluster = load_cluster("inventory/lab.yml").cluster
+    gateway = cluster.host("gateway")
+    assert gateway.edge_tls is not None and gateway.edge_tls.skip is None
+    listen = gateway_config("inventory/lab.yml")["listen"]
+    assert listen["trusted_proxies"] == [f"{gateway.address}/32", "127.0.0.1/32"]

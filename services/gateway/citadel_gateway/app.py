@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -547,7 +548,6 @@ class Gateway:
         metrics.child(metrics.HTTP_REQUESTS, ctx.route, ctx.scope["method"], code).inc()
         metrics.child(metrics.OVERHEAD, ctx.route).observe(max(0.0, total - ctx.upstream_s))
         self.stats.record(total)
-        client = ctx.scope.get("client")
         logs.access(
             {
                 "request_id": ctx.request_id,
@@ -561,7 +561,7 @@ class Gateway:
                 "tokens": ctx.tokens,
                 "backend": ctx.backend,
                 "cache": ctx.cache,
-                "client": client[0] if client else None,
+                "client": self.client_ip(ctx),
             }
         )
 
@@ -573,8 +573,7 @@ class Gateway:
             if ctx.subject is not None:
                 who = "sub:" + ctx.subject[:200]
             else:
-                client = ctx.scope.get("client")
-                who = "ip:" + (client[0] if client else "unknown")
+                who = "ip:" + (self.client_ip(ctx) or "unknown")
             limit: Limit = getattr(st.cfg.rate_limits, route.limit)
             if route.proxy and st.cfg.rate_limits.overlap_upstream:
                 pending = st.limiter.start(route.limit, who, limit)
@@ -584,6 +583,18 @@ class Gateway:
                     metrics.RATELIMIT_OVERLAPPED.inc()
                     return
             await self.rate_limit(st, ctx, route.limit, who, limit)
+
+    def client_ip(self, ctx: Ctx) -> str | None:
+        """The client's address: the peer, or the X-Real-IP a trusted proxy (the TLS edge) set."""
+        client = ctx.scope.get("client")
+        peer = client[0] if client else None
+        if self.state.cfg.listen.trusts(peer):
+            real = ctx.headers.get(b"x-real-ip")
+            if real:
+                text = real.decode("latin-1").strip()
+                with contextlib.suppress(ValueError):
+                    return str(ipaddress.ip_address(text))
+        return peer
 
     async def authenticate(self, st: State, ctx: Ctx) -> dict[str, Any]:
         token = bearer_token(ctx.headers.get(b"authorization"))

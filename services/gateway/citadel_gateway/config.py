@@ -59,6 +59,25 @@ class Listen(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # peers whose X-Real-IP names the real client (the TLS edge on this host): per-IP limits and
+    # the access log use that address; /metrics' allow-list always uses the peer itself
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            ipaddress.ip_network(c, strict=False)
+        return v
+
+    def trusts(self, peer: str | None) -> bool:
+        if not peer or not self.trusted_proxies:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
 
 
 class Backend(_Strict):
