@@ -113,15 +113,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return plan_exit_code(plans)
 
 
-def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
-    """Converge; model servers one at a time after the rest, so served models never all go down."""
-    hosts = _selected_hosts(loaded, args.limit)
-    models = [h.name for h in hosts if h.model is not None]
+def rollout_phases(hosts: list[Host]) -> list[list[str]]:
+    """Host names in the order `apply` converges them.
+
+    Model hosts go in waves: wave k holds the k-th host of every served model, so a model with
+    several backends always keeps all but one of them serving, while models with one backend
+    each converge together (rolling those one by one would keep nothing more up, only take
+    longer). With a single wave everything is one pyinfra run; with more, the other hosts come
+    first, then each wave.
+    """
     others = [h.name for h in hosts if h.model is None]
-    phases = [others, *([m] for m in models)] if len(models) > 1 else [others + models]
+    by_model: dict[str, list[str]] = {}
+    for h in hosts:
+        if h.model is not None:
+            by_model.setdefault(h.model.served_name, []).append(h.name)
+    depth = max((len(names) for names in by_model.values()), default=0)
+    waves = [[names[k] for names in by_model.values() if k < len(names)] for k in range(depth)]
+    if len(waves) <= 1:
+        return [others + (waves[0] if waves else [])]
+    return [p for p in (others, *waves) if p]
+
+
+def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
+    """Converge in rollout phases (see :func:`rollout_phases`)."""
     results: dict[str, HostResult] = {}
     started = time.monotonic()
-    for phase in (p for p in phases if p):
+    for phase in rollout_phases(_selected_hosts(loaded, args.limit)):
+        if not phase:
+            continue
         print(f"citadel: converging {', '.join(phase)}", file=sys.stderr, flush=True)
         report = run_pyinfra(args.inventory, dry=False, limit=phase, fail_percent=args.fail_percent)
         results.update(results_by_host(report))

@@ -129,3 +129,32 @@ def test_unknown_limit_is_one_line(limit) -> None:
 
     with pytest.raises(CitadelError, match="--limit nope: no host or role"):
         _selected_hosts(load_cluster("inventory/lab.yml"), limit)
+
+
+def test_rollout_with_one_backend_per_model_is_one_run() -> None:
+    from citadel.cli import rollout_phases
+    from citadel.loader import load_cluster
+
+    hosts = load_cluster("inventory/production.yml").cluster.hosts
+    (phase,) = rollout_phases(hosts)
+    assert sorted(phase) == sorted(h.name for h in hosts)
+
+
+def test_rollout_keeps_all_but_one_backend_of_a_model_serving() -> None:
+    from citadel.cli import rollout_phases
+    from citadel.loader import load_cluster
+
+    cluster = load_cluster("inventory/production.yml").cluster
+    chat = cluster.host("llm-chat")
+    twins = [
+        chat.model_copy(update={"name": f"llm-chat{i}", "address": chat.address + 10 + i})
+        for i in (2, 3)
+    ]
+    phases = rollout_phases([*cluster.hosts, *twins])
+    others = [h.name for h in cluster.hosts if h.model is None]
+    assert phases == [
+        others,
+        ["llm-chat", "llm-instruct", "llm-embed"],  # every model's first backend
+        ["llm-chat2"],
+        ["llm-chat3"],
+    ]
