@@ -27,6 +27,7 @@ from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import Host
 from citadel.render import render_host, write_preview
+from citadel.rollout import WAIT_S, health_url, rollout_phases, services_of, wait_until_served
 from citadel.verify_run import format_summary, run_verify, summarize
 
 DEFAULT_INVENTORY = "inventory/production.yml"
@@ -113,37 +114,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return plan_exit_code(plans)
 
 
-def rollout_phases(hosts: list[Host]) -> list[list[str]]:
-    """Host names in the order `apply` converges them.
-
-    Model hosts go in waves: wave k holds the k-th host of every served model, so a model with
-    several backends always keeps all but one of them serving, while models with one backend
-    each converge together (rolling those one by one would keep nothing more up, only take
-    longer). With a single wave everything is one pyinfra run; with more, the other hosts come
-    first, then each wave.
-    """
-    others = [h.name for h in hosts if h.model is None]
-    by_model: dict[str, list[str]] = {}
-    for h in hosts:
-        if h.model is not None:
-            by_model.setdefault(h.model.served_name, []).append(h.name)
-    depth = max((len(names) for names in by_model.values()), default=0)
-    waves = [[names[k] for names in by_model.values() if k < len(names)] for k in range(depth)]
-    if len(waves) <= 1:
-        return [others + (waves[0] if waves else [])]
-    return [p for p in (others, *waves) if p]
-
-
 def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
-    """Converge in rollout phases (see :func:`rollout_phases`)."""
+    """Converge in rollout waves (citadel.rollout); after a wave of model hosts, wait until the
+    gateway serves their models from every backend before the next wave (or stop)."""
     results: dict[str, HostResult] = {}
     started = time.monotonic()
-    for phase in rollout_phases(_selected_hosts(loaded, args.limit)):
-        if not phase:
-            continue
+    phases = rollout_phases(_selected_hosts(loaded, args.limit))
+    url = health_url(loaded.cluster)
+    for i, phase in enumerate(phases):
         print(f"citadel: converging {', '.join(phase)}", file=sys.stderr, flush=True)
         report = run_pyinfra(args.inventory, dry=False, limit=phase, fail_percent=args.fail_percent)
         results.update(results_by_host(report))
+        services = services_of(loaded.cluster, phase)
+        if url is None or not services or any(results[h].failed for h in phase if h in results):
+            continue
+        missing = wait_until_served(url, services)
+        if not missing:
+            continue
+        states = ", ".join(f"{s}: {v}" for s, v in sorted(missing.items()))
+        if i + 1 < len(phases):
+            raise CitadelError(
+                f"the gateway does not serve every backend again {WAIT_S:g} s after converging "
+                f"{', '.join(phase)} ({states}); stopping before the next wave"
+            )
+        print(f"citadel: warning: gateway /health after converging: {states}", file=sys.stderr)
     return results, time.monotonic() - started
 
 

@@ -132,8 +132,8 @@ def test_unknown_limit_is_one_line(limit) -> None:
 
 
 def test_rollout_with_one_backend_per_model_is_one_run() -> None:
-    from citadel.cli import rollout_phases
     from citadel.loader import load_cluster
+    from citadel.rollout import rollout_phases
 
     hosts = load_cluster("inventory/production.yml").cluster.hosts
     (phase,) = rollout_phases(hosts)
@@ -141,8 +141,8 @@ def test_rollout_with_one_backend_per_model_is_one_run() -> None:
 
 
 def test_rollout_keeps_all_but_one_backend_of_a_model_serving() -> None:
-    from citadel.cli import rollout_phases
     from citadel.loader import load_cluster
+    from citadel.rollout import rollout_phases
 
     cluster = load_cluster("inventory/production.yml").cluster
     chat = cluster.host("llm-chat")
@@ -158,3 +158,52 @@ def test_rollout_keeps_all_but_one_backend_of_a_model_serving() -> None:
         ["llm-chat2"],
         ["llm-chat3"],
     ]
+
+
+def test_wait_until_served_polls_until_every_model_of_the_wave_is_healthy() -> None:
+    from citadel.rollout import wait_until_served
+
+    answers = iter(
+        [
+            {},  # gateway not answering yet
+            {"llama_chat": "degraded", "embeddings": "healthy"},
+            {"llama_chat": "healthy", "embeddings": "healthy"},
+        ]
+    )
+    slept: list[float] = []
+    missing = wait_until_served(
+        "http://gw/health",
+        {"llama_chat", "embeddings"},
+        fetch=lambda url: next(answers),
+        sleep=slept.append,
+        clock=lambda: 0.0,
+    )
+    assert missing == {} and len(slept) == 2
+
+
+def test_wait_until_served_gives_up_with_what_is_missing() -> None:
+    from citadel.rollout import wait_until_served
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    missing = wait_until_served(
+        "http://gw/health",
+        {"llama_chat"},
+        timeout_s=5,
+        fetch=lambda url: {"llama_chat": "unhealthy"},
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    assert missing == {"llama_chat": "unhealthy"} and now[0] == 5
+
+
+def test_a_wave_serves_its_models_health_names() -> None:
+    from citadel.loader import load_cluster
+    from citadel.rollout import health_url, services_of
+
+    cluster = load_cluster("inventory/lab.yml").cluster
+    assert health_url(cluster) == "http://10.210.10.39:8000/health"
+    assert services_of(cluster, ["llm-chat", "llm-embed", "data"]) == {"llama_chat", "embeddings"}

@@ -1,0 +1,88 @@
+"""Rolling model servers: the waves `citadel apply` converges, and the wait between them until
+the gateway serves the wave's models from every backend again.
+
+A model server that restarted answers its own port at once, but the gateway re-admits it only
+after its next health probe (every few seconds). Starting the next wave before that would take
+down a model's last backend the gateway still routes to; so after each wave `apply` polls the
+gateway's public `/health` until every model of the wave is `healthy` (all its backends up).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from citadel.components.gateway import HEALTH_NAMES
+from citadel.model.cluster import Cluster, Host
+
+WAIT_S = 90.0
+POLL_S = 1.0
+
+
+def rollout_phases(hosts: list[Host]) -> list[list[str]]:
+    """Host names in the order `apply` converges them.
+
+    Model hosts go in waves: wave k holds the k-th host of every served model, so a model with
+    several backends always keeps all but one of them serving, while models with one backend
+    each converge together (rolling those one by one would keep nothing more up, only take
+    longer). With a single wave everything is one pyinfra run; with more, the other hosts come
+    first, then each wave.
+    """
+    others = [h.name for h in hosts if h.model is None]
+    by_model: dict[str, list[str]] = {}
+    for h in hosts:
+        if h.model is not None:
+            by_model.setdefault(h.model.served_name, []).append(h.name)
+    depth = max((len(names) for names in by_model.values()), default=0)
+    waves = [[names[k] for names in by_model.values() if k < len(names)] for k in range(depth)]
+    if len(waves) <= 1:
+        return [others + (waves[0] if waves else [])]
+    return [p for p in (others, *waves) if p]
+
+
+def health_url(cluster: Cluster) -> str | None:
+    """The gateway's public /health, when the inventory deploys a gateway."""
+    for h in cluster.with_role("gateway"):
+        if h.gateway is not None and h.gateway.skip is None:
+            return f"http://{h.address}:{h.gateway.port}/health"
+    return None
+
+
+def services_of(cluster: Cluster, names: list[str]) -> set[str]:
+    """The /health service names of the models served by these hosts."""
+    out = set()
+    for name in names:
+        host = cluster.host(name)
+        if host.model is not None:
+            out.add(HEALTH_NAMES[host.model.api])
+    return out
+
+
+def _fetch(url: str) -> dict[str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return dict(json.loads(resp.read()).get("services") or {})
+    except (OSError, ValueError, urllib.error.URLError):
+        return {}
+
+
+def wait_until_served(
+    url: str,
+    services: set[str],
+    *,
+    timeout_s: float = WAIT_S,
+    fetch: Callable[[str], dict[str, str]] = _fetch,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, str]:
+    """Poll until every service is `healthy`; returns those that are not (empty: all served)."""
+    deadline = clock() + timeout_s
+    while True:
+        states = fetch(url)
+        missing = {s: states.get(s, "unreachable") for s in services if states.get(s) != "healthy"}
+        if not missing or clock() >= deadline:
+            return missing
+        sleep(POLL_S)
