@@ -27,7 +27,15 @@ from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import Host
 from citadel.render import render_host, write_preview
-from citadel.rollout import WAIT_S, health_url, rollout_phases, services_of, wait_until_served
+from citadel.rollout import (
+    WAIT_S,
+    fetch_services,
+    health_url,
+    rollout_phases,
+    services_of,
+    targets,
+    wait_until_served,
+)
 from citadel.verify_run import format_summary, run_verify, summarize
 
 DEFAULT_INVENTORY = "inventory/production.yml"
@@ -122,19 +130,20 @@ def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, Hos
     phases = rollout_phases(_selected_hosts(loaded, args.limit))
     url = health_url(loaded.cluster)
     for i, phase in enumerate(phases):
+        services = services_of(loaded.cluster, phase)
+        want = targets(fetch_services(url), services) if url and services else {}
         print(f"citadel: converging {', '.join(phase)}", file=sys.stderr, flush=True)
         report = run_pyinfra(args.inventory, dry=False, limit=phase, fail_percent=args.fail_percent)
         results.update(results_by_host(report))
-        services = services_of(loaded.cluster, phase)
-        if url is None or not services or any(results[h].failed for h in phase if h in results):
+        if url is None or not want or any(results[h].failed for h in phase if h in results):
             continue
-        missing = wait_until_served(url, services)
+        missing = wait_until_served(url, want)
         if not missing:
             continue
         states = ", ".join(f"{s}: {v}" for s, v in sorted(missing.items()))
         if i + 1 < len(phases):
             raise CitadelError(
-                f"the gateway does not serve every backend again {WAIT_S:g} s after converging "
+                f"the gateway does not serve these models as before, {WAIT_S:g} s after converging "
                 f"{', '.join(phase)} ({states}); stopping before the next wave"
             )
         print(f"citadel: warning: gateway /health after converging: {states}", file=sys.stderr)

@@ -3,8 +3,9 @@ the gateway serves the wave's models from every backend again.
 
 A model server that restarted answers its own port at once, but the gateway re-admits it only
 after its next health probe (every few seconds). Starting the next wave before that would take
-down a model's last backend the gateway still routes to; so after each wave `apply` polls the
-gateway's public `/health` until every model of the wave is `healthy` (all its backends up).
+down a model's last backend the gateway still routes to; so `apply` reads the gateway's public
+`/health` before a wave and, after it, polls until every model of the wave is served at least as
+well as before (`healthy`: all backends up; `degraded`: some).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def services_of(cluster: Cluster, names: list[str]) -> set[str]:
     return out
 
 
-def _fetch(url: str) -> dict[str, str]:
+RANK = {"healthy": 2, "degraded": 1}
+
+
+def fetch_services(url: str) -> dict[str, str]:
+    """/health's services map; empty when the gateway does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return dict(json.loads(resp.read()).get("services") or {})
@@ -69,20 +74,31 @@ def _fetch(url: str) -> dict[str, str]:
         return {}
 
 
+def targets(before: dict[str, str], services: set[str]) -> dict[str, str]:
+    """What each service must be again after the wave: as good as it was before it (a backend
+    that was not serving before, e.g. a new host, is not waited for)."""
+    return {s: before[s] for s in services if before.get(s) in RANK}
+
+
 def wait_until_served(
     url: str,
-    services: set[str],
+    want: dict[str, str],
     *,
     timeout_s: float = WAIT_S,
-    fetch: Callable[[str], dict[str, str]] = _fetch,
+    fetch: Callable[[str], dict[str, str]] = fetch_services,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, str]:
-    """Poll until every service is `healthy`; returns those that are not (empty: all served)."""
+    """Poll until every service is at least as served as `want` says; returns those that are
+    not (empty: all served)."""
     deadline = clock() + timeout_s
     while True:
         states = fetch(url)
-        missing = {s: states.get(s, "unreachable") for s in services if states.get(s) != "healthy"}
+        missing = {
+            s: states.get(s, "unreachable")
+            for s, state in want.items()
+            if RANK.get(states.get(s, ""), 0) < RANK[state]
+        }
         if not missing or clock() >= deadline:
             return missing
         sleep(POLL_S)

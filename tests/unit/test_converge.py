@@ -173,7 +173,7 @@ def test_wait_until_served_polls_until_every_model_of_the_wave_is_healthy() -> N
     slept: list[float] = []
     missing = wait_until_served(
         "http://gw/health",
-        {"llama_chat", "embeddings"},
+        {"llama_chat": "healthy", "embeddings": "healthy"},
         fetch=lambda url: next(answers),
         sleep=slept.append,
         clock=lambda: 0.0,
@@ -191,7 +191,7 @@ def test_wait_until_served_gives_up_with_what_is_missing() -> None:
 
     missing = wait_until_served(
         "http://gw/health",
-        {"llama_chat"},
+        {"llama_chat": "degraded"},
         timeout_s=5,
         fetch=lambda url: {"llama_chat": "unhealthy"},
         sleep=sleep,
@@ -207,3 +207,12 @@ def test_a_wave_serves_its_models_health_names() -> None:
     cluster = load_cluster("inventory/lab.yml").cluster
     assert health_url(cluster) == "http://10.210.10.39:8000/health"
     assert services_of(cluster, ["llm-chat", "llm-embed", "data"]) == {"llama_chat", "embeddings"}
+
+
+def test_a_wave_waits_for_what_served_before_it_not_for_new_backends() -> None:
+    from citadel.rollout import targets
+
+    before = {"llama_chat": "degraded", "embeddings": "healthy", "llama_instruct": "unhealthy"}
+    want = targets(before, {"llama_chat", "embeddings", "llama_instruct", "vector_db"})
+    # a chat backend not serving yet (a new host) and a model already down are not waited for
+    assert want == {"llama_chat": "degraded", "embeddings": "healthy"}
