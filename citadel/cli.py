@@ -27,15 +27,7 @@ from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import Host
 from citadel.render import render_host, write_preview
-from citadel.rollout import (
-    WAIT_S,
-    fetch_services,
-    health_url,
-    rollout_phases,
-    services_of,
-    targets,
-    wait_until_served,
-)
+from citadel.rollout import WAIT_S, health_url, rollout_phases, services_of, wait_until_served
 from citadel.verify_run import format_summary, run_verify, summarize
 
 DEFAULT_INVENTORY = "inventory/production.yml"
@@ -123,30 +115,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
-    """Converge in rollout waves (citadel.rollout); after a wave of model hosts, wait until the
-    gateway serves their models from every backend before the next wave (or stop)."""
+    """Converge in rollout waves (citadel.rollout); after a wave that changed model hosts, let the
+    gateway re-admit them and check it serves their models before the next wave (or stop)."""
     results: dict[str, HostResult] = {}
     started = time.monotonic()
     phases = rollout_phases(_selected_hosts(loaded, args.limit))
     url = health_url(loaded.cluster)
     for i, phase in enumerate(phases):
-        services = services_of(loaded.cluster, phase)
-        want = targets(fetch_services(url), services) if url and services else {}
         print(f"citadel: converging {', '.join(phase)}", file=sys.stderr, flush=True)
         report = run_pyinfra(args.inventory, dry=False, limit=phase, fail_percent=args.fail_percent)
         results.update(results_by_host(report))
-        if url is None or not want or any(results[h].failed for h in phase if h in results):
+        services = services_of(loaded.cluster, phase)
+        changed = any(results[h].changed for h in phase if h in results)
+        last = i + 1 == len(phases)
+        if url is None or not services or not changed or last:
             continue
-        missing = wait_until_served(url, want)
-        if not missing:
-            continue
-        states = ", ".join(f"{s}: {v}" for s, v in sorted(missing.items()))
-        if i + 1 < len(phases):
+        if any(results[h].failed for h in phase if h in results):
+            continue  # the failure is reported; fail_percent decides whether that stops us
+        missing = wait_until_served(url, services)
+        if missing:
+            states = ", ".join(f"{s}: {v}" for s, v in sorted(missing.items()))
             raise CitadelError(
-                f"the gateway does not serve these models as before, {WAIT_S:g} s after converging "
-                f"{', '.join(phase)} ({states}); stopping before the next wave"
+                f"the gateway serves no backend of {states} {WAIT_S:g} s after converging "
+                f"{', '.join(phase)}; stopping before the next wave"
             )
-        print(f"citadel: warning: gateway /health after converging: {states}", file=sys.stderr)
     return results, time.monotonic() - started
 
 

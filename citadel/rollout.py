@@ -1,11 +1,13 @@
-"""Rolling model servers: the waves `citadel apply` converges, and the wait between them until
-the gateway serves the wave's models from every backend again.
+"""Rolling model servers: the waves `citadel apply` converges, and the pause between them until
+the gateway routes to the wave's backends again.
 
-A model server that restarted answers its own port at once, but the gateway re-admits it only
-after its next health probe (every few seconds). Starting the next wave before that would take
-down a model's last backend the gateway still routes to; so `apply` reads the gateway's public
-`/health` before a wave and, after it, polls until every model of the wave is served at least as
-well as before (`healthy`: all backends up; `degraded`: some).
+A model server that restarted answers its own port at once, but the gateway re-admits it only at
+its next health probe (every 5 s, two failed probes eject) and, if its breaker opened during the
+restart, after ``breaker_open_s`` (10 s) and one half-open request: the gateway's defaults, which
+the rendered config keeps. So after a wave `apply` waits ``SETTLE_S`` and then until the gateway's
+public `/health` shows every model of the wave served by at least one backend (bounded), and
+only then takes the next wave's backends down. (Which backend serves is only in
+`/health?detailed=true`, which needs a token `apply` cannot mint against a JWKS.)
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def services_of(cluster: Cluster, names: list[str]) -> set[str]:
     return out
 
 
-RANK = {"healthy": 2, "degraded": 1}
+SETTLE_S = 11.0  # > max(2 probe intervals, breaker_open_s) of the gateway's defaults
+SERVED = ("healthy", "degraded")
 
 
 def fetch_services(url: str) -> dict[str, str]:
@@ -74,31 +77,23 @@ def fetch_services(url: str) -> dict[str, str]:
         return {}
 
 
-def targets(before: dict[str, str], services: set[str]) -> dict[str, str]:
-    """What each service must be again after the wave: as good as it was before it (a backend
-    that was not serving before, e.g. a new host, is not waited for)."""
-    return {s: before[s] for s in services if before.get(s) in RANK}
-
-
 def wait_until_served(
     url: str,
-    want: dict[str, str],
+    services: set[str],
     *,
+    settle_s: float = SETTLE_S,
     timeout_s: float = WAIT_S,
     fetch: Callable[[str], dict[str, str]] = fetch_services,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, str]:
-    """Poll until every service is at least as served as `want` says; returns those that are
-    not (empty: all served)."""
+    """After ``settle_s``, poll until every service has a backend serving; returns those that
+    do not (empty: all served)."""
+    sleep(settle_s)
     deadline = clock() + timeout_s
     while True:
         states = fetch(url)
-        missing = {
-            s: states.get(s, "unreachable")
-            for s, state in want.items()
-            if RANK.get(states.get(s, ""), 0) < RANK[state]
-        }
+        missing = {s: states.get(s, "unreachable") for s in services if states.get(s) not in SERVED}
         if not missing or clock() >= deadline:
             return missing
         sleep(POLL_S)

@@ -160,25 +160,25 @@ def test_rollout_keeps_all_but_one_backend_of_a_model_serving() -> None:
     ]
 
 
-def test_wait_until_served_polls_until_every_model_of_the_wave_is_healthy() -> None:
-    from citadel.rollout import wait_until_served
+def test_wait_until_served_settles_then_polls_until_each_model_has_a_backend() -> None:
+    from citadel.rollout import SETTLE_S, wait_until_served
 
     answers = iter(
         [
-            {},  # gateway not answering yet
-            {"llama_chat": "degraded", "embeddings": "healthy"},
-            {"llama_chat": "healthy", "embeddings": "healthy"},
+            {},  # gateway not answering
+            {"llama_chat": "unhealthy", "embeddings": "healthy"},
+            {"llama_chat": "degraded", "embeddings": "healthy"},  # one backend back: served
         ]
     )
     slept: list[float] = []
     missing = wait_until_served(
         "http://gw/health",
-        {"llama_chat": "healthy", "embeddings": "healthy"},
+        {"llama_chat", "embeddings"},
         fetch=lambda url: next(answers),
         sleep=slept.append,
         clock=lambda: 0.0,
     )
-    assert missing == {} and len(slept) == 2
+    assert missing == {} and slept == [SETTLE_S, 1.0, 1.0]
 
 
 def test_wait_until_served_gives_up_with_what_is_missing() -> None:
@@ -191,7 +191,8 @@ def test_wait_until_served_gives_up_with_what_is_missing() -> None:
 
     missing = wait_until_served(
         "http://gw/health",
-        {"llama_chat": "degraded"},
+        {"llama_chat"},
+        settle_s=0,
         timeout_s=5,
         fetch=lambda url: {"llama_chat": "unhealthy"},
         sleep=sleep,
@@ -207,12 +208,3 @@ def test_a_wave_serves_its_models_health_names() -> None:
     cluster = load_cluster("inventory/lab.yml").cluster
     assert health_url(cluster) == "http://10.210.10.39:8000/health"
     assert services_of(cluster, ["llm-chat", "llm-embed", "data"]) == {"llama_chat", "embeddings"}
-
-
-def test_a_wave_waits_for_what_served_before_it_not_for_new_backends() -> None:
-    from citadel.rollout import targets
-
-    before = {"llama_chat": "degraded", "embeddings": "healthy", "llama_instruct": "unhealthy"}
-    want = targets(before, {"llama_chat", "embeddings", "llama_instruct", "vector_db"})
-    # a chat backend not serving yet (a new host) and a model already down are not waited for
-    assert want == {"llama_chat": "degraded", "embeddings": "healthy"}
