@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,13 @@ def token(keys: Keys) -> Tokens:
 
 
 # ----------------------------------------------------------------------------- redis & backend
-@pytest.fixture(scope="session")
-def redis_server(workdir: Path) -> Iterator[str]:
+@contextmanager
+def running_redis(d: Path, *extra: str) -> Iterator[int]:
+    """A redis-server on 127.0.0.1 (no persistence) for the block; yields its port. It counts as
+    up when it answers PING at all (``+PONG``, or ``-NOAUTH`` when ``extra`` sets a password)."""
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = free_port()
-    d = workdir / "redis"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     proc = subprocess.Popen(
         [
             exe,
@@ -189,21 +191,28 @@ def redis_server(workdir: Path) -> Iterator[str]:
             "no",
             "--dir",
             str(d),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
-    def ping() -> bool:
+    def answers() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     try:
-        wait_until(ping, 10, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        wait_until(answers, 10, "redis-server")
+        yield port
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[str]:
+    with running_redis(workdir / "redis") as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture(scope="session")

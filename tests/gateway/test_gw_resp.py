@@ -4,10 +4,7 @@ request: replies matched in order under concurrency, errors, timeouts, reconnect
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from citadel_gateway.ratelimit import GCRA_LUA, GCRA_SHA
@@ -20,7 +17,7 @@ from citadel_gateway.resp import (
     parse,
 )
 
-from .conftest import _stop, free_port, wait_until
+from .conftest import free_port, running_redis
 
 pytestmark = pytest.mark.gateway
 
@@ -147,41 +144,9 @@ async def test_nothing_listening_is_a_connection_error_not_a_hang() -> None:
 
 @pytest.fixture(scope="module")
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    d: Path = tmp_path_factory.mktemp("redis-auth")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(d),
-            "--requirepass",
-            "s3cret-pw",
-            "--databases",
-            "4",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def up() -> bool:
-            import socket
-
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"-NOAUTH")
-
-        wait_until(up, 10, "redis-server with a password")
+    d = tmp_path_factory.mktemp("redis-auth")
+    with running_redis(d, "--requirepass", "s3cret-pw", "--databases", "4") as port:
         yield f"redis://127.0.0.1:{port}/3"
-    finally:
-        _stop(proc)
 
 
 @pytest.mark.asyncio

@@ -37,10 +37,10 @@ class BackendState:
     failures: int = 0
     opened_at: float = 0.0
     probe_in_flight: bool = False
+    auth_header: bytes | None = field(init=False, repr=False)  # sent on every request
 
-    @property
-    def auth_header(self) -> bytes | None:
-        return f"Bearer {self.api_key}".encode() if self.api_key else None
+    def __post_init__(self) -> None:
+        self.auth_header = f"Bearer {self.api_key}".encode() if self.api_key else None
 
     def available(self, now: float) -> bool:
         if not self.healthy:

@@ -54,6 +54,26 @@ def _read_secret(path: str) -> str:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _cidr_list(v: list[str]) -> list[str]:
+    for cidr in v:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not a CIDR") from None
+    return v
+
+
+def _address_in(host: str | None, cidrs: list[str]) -> bool:
+    """``host`` is an IP address inside one of ``cidrs``."""
+    if not host or not cidrs:
+        return False
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
 class Listen(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
@@ -66,18 +86,10 @@ class Listen(_Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
-            ipaddress.ip_network(c, strict=False)
-        return v
+        return _cidr_list(v)
 
     def trusts(self, peer: str | None) -> bool:
-        if not peer or not self.trusted_proxies:
-            return False
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(addr in ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+        return _address_in(peer, self.trusted_proxies)
 
 
 class Backend(_Strict):
@@ -87,14 +99,9 @@ class Backend(_Strict):
     gpu_metrics_url: str | None = None
     _api_key: str | None = PrivateAttr(default=None)
 
-    @field_validator("url")
+    @field_validator("url", "gpu_metrics_url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _http_url(v)
-
-    @field_validator("gpu_metrics_url")
-    @classmethod
-    def _gpu_url(cls, v: str | None) -> str | None:
+    def _url(cls, v: str | None) -> str | None:
         return None if v is None else _http_url(v)
 
     @property
@@ -249,21 +256,10 @@ class Metrics(_Strict):
     @field_validator("allow")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR") from None
-        return v
+        return _cidr_list(v)
 
     def allows(self, host: str | None) -> bool:
-        if not host:
-            return False
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(addr in ipaddress.ip_network(c, strict=False) for c in self.allow)
+        return _address_in(host, self.allow)
 
 
 class ModelProbe(_Strict):

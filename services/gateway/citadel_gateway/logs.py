@@ -7,7 +7,7 @@ terminal) never stalls a request:
   microseconds), gathered for ``ACCESS_FLUSH_S`` and handed to a writer thread as one batch:
   one thread wake-up and one write per batch instead of a logging record, a queue put and a
   thread switch per request. If the writer falls ``MAX_PENDING_BYTES`` behind, lines are
-  dropped and counted (``dropped_access_lines``) rather than held in memory without bound.
+  dropped and counted (``gateway_access_log_dropped_total``) rather than held without bound.
 - other records (start-up, warnings, errors: rare) go through the stdlib
   :class:`~logging.handlers.QueueHandler` to a listener thread that formats and writes them.
 
@@ -116,7 +116,6 @@ class AccessWriter:
         self._batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._pending = 0  # bytes handed to the thread and not yet written
         self._lock = threading.Lock()
-        self.dropped = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -146,7 +145,6 @@ class AccessWriter:
         self._lines.clear()
         with self._lock:
             if self._pending + len(data) > MAX_PENDING_BYTES:
-                self.dropped += count
                 metrics.ACCESS_LOG_DROPPED.inc(count)
                 return
             self._pending += len(data)
@@ -197,10 +195,6 @@ def access(fields: dict[str, Any]) -> None:
     except TypeError:  # an int beyond 64 bit
         line = json.dumps(record, separators=(",", ":"), default=str).encode()
     _access.add(line + b"\n")
-
-
-def dropped_access_lines() -> int:
-    return _access.dropped
 
 
 def flush_access() -> None:
