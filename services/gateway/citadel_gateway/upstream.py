@@ -13,12 +13,20 @@ chunk by chunk as it arrives (server-sent events), back-pressure on a slow consu
 one turns out to have been closed by the server before it answered anything. A response not
 read to its end (an error, a client that went away) closes its connection, so the backend sees
 the disconnect and stops generating.
+
+In step, or closed: a connection carries one user's request and then another's, so a response
+read for the wrong request would hand one user's answer to another. Interim responses (1xx:
+100 Continue, 103 Early Hints) are skipped and the final one read; 101 (a protocol switch) is
+refused. A connection goes back to the pool only when its final response was read to its end
+and nothing followed it; bytes after that response, or on an idle pooled connection (checked
+again with ``poll`` just before reuse), close it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 import time
 from typing import Any
@@ -28,6 +36,7 @@ import httptools
 
 HIGH_WATER = 1024 * 1024  # buffered body bytes before reading from the backend pauses
 LOW_WATER = 256 * 1024
+MAX_INTERIM = 8  # 1xx responses skipped before the final one; more is a broken backend
 
 
 class UpstreamError(Exception):
@@ -60,11 +69,14 @@ class Response:
         "_conn",
         "_exc",
         "_headers_done",
+        "_interim",
+        "_interims",
         "_paused",
         "_raw_headers",
         "_size",
         "_waiter",
         "complete",
+        "desync",
         "got_bytes",
         "headers",
         "keep_alive",
@@ -83,19 +95,41 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._exc: UpstreamError | None = None
         self._paused = False
+        self._interim = False  # parsing a 1xx response
+        self._interims = 0
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.complete = False
+        self.complete = False  # the final response was read to its end
+        self.desync = False  # bytes followed the final response: the connection is out of step
         self.keep_alive = False
         self.got_bytes = False
         self.released = False
 
     # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete or self._exc is not None:
+            self.desync = True  # another response after the final one: nobody asked for it
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name, value))
+        if not self.desync:
+            self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        if self.desync or self._exc is not None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self._raw_headers.clear()
+            if status == 101:
+                self._fail(Disconnected("the backend switched protocols (101): refused"))
+                return
+            self._interims += 1
+            if self._interims > MAX_INTERIM:
+                self._fail(Disconnected(f"more than {MAX_INTERIM} interim (1xx) responses"))
+                return
+            self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            return
+        self.status = status
         self.headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw_headers
         }
@@ -103,6 +137,8 @@ class Response:
             self._headers_done.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self.desync or self._exc is not None:
+            return
         self._chunks.append(body)
         self._size += len(body)
         if self._size > HIGH_WATER and not self._paused and self._conn.transport is not None:
@@ -111,6 +147,11 @@ class Response:
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.desync or self._exc is not None:
+            return
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
@@ -171,14 +212,27 @@ class Response:
             parts.append(chunk)
         return b"".join(parts)
 
+    @property
+    def reusable(self) -> bool:
+        """The connection is provably in step: the final response was read to its end on a
+        keep-alive connection and nothing came after it."""
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.desync
+            and self._exc is None
+            and not self._chunks
+            and not self._conn.closed
+        )
+
     def release(self) -> None:
-        """Back to the pool when read to its end on a keep-alive connection, else closed."""
+        """Back to the pool when :attr:`reusable`, else closed."""
         if self.released:
             return
         self.released = True
         conn = self._conn
         conn.resp = None
-        if self.complete and self.keep_alive and self._exc is None and not self._chunks:
+        if self.reusable:
             conn.origin.put_back(conn)
         else:
             conn.close()
@@ -199,14 +253,21 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         resp = self.resp
-        if resp is None:  # bytes nobody asked for: the connection is out of step
+        if resp is None or resp.complete:
+            # bytes nobody asked for (on an idle connection, or after the final response):
+            # the connection is out of step, and whatever they are must not reach anyone
+            if resp is not None:
+                resp.desync = True
             self.close()
             return
         resp.got_bytes = True
         try:
             resp.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             resp._fail(Disconnected(f"malformed response from the backend: {exc}"))
+            self.close()
+            return
+        if resp.desync or resp._exc is not None:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -218,6 +279,21 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def idle_and_quiet(self) -> bool:
+        """Open, and nothing has arrived that the event loop has not delivered yet."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)  # readable: unsolicited bytes, or the server's close
+        except (OSError, ValueError):
+            return False
 
 
 class Origin:
@@ -243,7 +319,7 @@ class Origin:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed and now - conn.idle_since < self.client.keepalive_s:
+            if now - conn.idle_since < self.client.keepalive_s and conn.idle_and_quiet():
                 return conn
             conn.close()
         return None

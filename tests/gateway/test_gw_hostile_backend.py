@@ -1,0 +1,134 @@
+"""The gateway against a hostile backend (tests/gateway/hostile.py), end to end: whatever the
+backend sends, one user's answer never reaches another, and the client gets the documented
+error body, never the backend's own text or a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import GatewayFactory, Gw, Keys, Tokens, base_config
+from .hostile import HostileBackend, Req, Script, chat_answer, response
+
+pytestmark = pytest.mark.gateway
+
+
+async def _polite(req: Req, w: asyncio.StreamWriter) -> None:
+    w.write(chat_answer(req))
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileBackend]:
+    b = HostileBackend(_polite).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def script(hostile: HostileBackend) -> Iterator[Any]:
+    """``script(fn)`` makes the backend answer POSTs with ``fn``; the polite one after."""
+
+    def use(fn: Script) -> None:
+        hostile.script = fn
+
+    yield use
+    hostile.script = _polite
+
+
+@pytest.fixture(scope="module")
+def hgw(
+    gateways: GatewayFactory, hostile: HostileBackend, backend: str, redis_server: str, keys: Keys
+) -> Gw:
+    c = base_config(backend, redis_server, keys)
+    up = hostile.url + "/v1"
+    c["models"] = {
+        "alice-chat": {"kind": "chat", "backends": [up], "timeout_s": 5},
+        "bob-chat": {"kind": "chat", "backends": [up], "timeout_s": 5},
+        "alice-embed": {"kind": "embeddings", "backends": [up], "timeout_s": 5},
+    }
+    c["upstream"] = {"breaker_failures": 1000, "retries": 0}
+    c["health"] = {"interval_s": 1, "timeout_s": 1, "services": {}}
+    big = {"per_minute": 100000, "burst": 100000}
+    c["rate_limits"] = {"chat_completions": big, "embeddings": big}
+    return gateways(copy.deepcopy(c), "hostile")
+
+
+def chat(gw: Gw, token: Tokens, sub: str, model: str, text: str) -> httpx.Response:
+    with gw.client() as cl:
+        return cl.post(
+            "/v1/chat/completions",
+            headers=token.headers(sub),
+            json={"model": model, "messages": [{"role": "user", "content": text}]},
+        )
+
+
+def content(resp: httpx.Response) -> str:
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["choices"][0]["message"]["content"])
+
+
+def test_an_unsolicited_100_continue_never_gives_alices_answer_to_bob(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    first = threading.Event()
+
+    async def slow_after_continue(req: Req, w: asyncio.StreamWriter) -> None:
+        if "alice" in req.body.decode() and not first.is_set():
+            first.set()
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await w.drain()
+            await asyncio.sleep(0.6)
+        w.write(chat_answer(req))
+
+    script(slow_after_continue)
+    for trial in range(3):
+        first.clear()
+        alice = chat(hgw, token, "alice", "alice-chat", f"alice secret {trial}")
+        bob = chat(hgw, token, "bob", "bob-chat", f"bob question {trial}")
+        assert content(bob) == f"answer to bob question {trial}"
+        assert bob.json()["model"] == "bob-chat"
+        assert content(alice) == f"answer to alice secret {trial}"
+
+
+def test_an_extra_response_after_alices_never_reaches_bob(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def extra(req: Req, w: asyncio.StreamWriter) -> None:
+        once_more = "alice" in req.body.decode()
+        w.write(chat_answer(req) * (2 if once_more else 1))  # once more, unasked
+
+    script(extra)
+    for trial in range(3):
+        alice = chat(hgw, token, "alice", "alice-chat", f"alice secret {trial}")
+        bob = chat(hgw, token, "bob", "bob-chat", f"bob question {trial}")
+        assert content(bob) == f"answer to bob question {trial}"
+        assert content(alice) == f"answer to alice secret {trial}"
+
+
+def test_garbage_after_alices_body_never_reaches_bob(hgw: Gw, token: Tokens, script: Any) -> None:
+    async def garbage(req: Req, w: asyncio.StreamWriter) -> None:
+        tail = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n" + b'{"x":1}'
+        w.write(chat_answer(req) + (tail if "alice" in req.body.decode() else b""))
+
+    script(garbage)
+    alice = chat(hgw, token, "alice", "alice-chat", "alice secret")
+    bob = chat(hgw, token, "bob", "bob-chat", "bob question")
+    assert content(bob) == "answer to bob question"
+    assert content(alice) == "answer to alice secret"
+
+
+def test_a_101_from_the_backend_is_a_backend_failure(hgw: Gw, token: Tokens, script: Any) -> None:
+    async def upgrade(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n")
+        w.write(response(b"{}"))
+
+    script(upgrade)
+    resp = chat(hgw, token, "alice", "alice-chat", "alice secret")
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "MODEL_UNAVAILABLE"
