@@ -20,7 +20,8 @@ Layout (``CITADEL_CACHE_DIR``, default ``/var/cache/citadel``)::
 
 Every artifact is made in a temporary directory inside its cache directory and moved into place
 with ``os.replace`` (atomic on one filesystem) while holding that directory's ``.lock``
-(``fcntl.flock``), so concurrent runs wait for each other and never see half an artifact.
+(:func:`file_lock`), so concurrent runs wait for each other and never see half an artifact.
+Artifacts are made before pyinfra loads any host (citadel.prepare), never by deploy code.
 
 Stdlib only (no pyinfra import); ``python -m citadel.wheels`` ensures both and prints their paths.
 """
@@ -41,6 +42,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -129,16 +132,34 @@ def _read_sha256_sidecar(path: Path) -> str | None:
         return None
 
 
+_IN_PROCESS: dict[Path, threading.Lock] = {}
+LOCK_POLL_S = 0.2
+
+
 @contextlib.contextmanager
 def file_lock(directory: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``directory/.lock``; blocks until other holders are done."""
+    """Exclusive lock on ``directory/.lock``: waits for other runs and for this run's other hosts.
+
+    Two layers, so a wait never blocks the whole process. Inside one process pyinfra runs hosts
+    as gevent greenlets: a lock per directory (``threading.Lock``, which gevent's monkey
+    patching makes cooperative) queues them, so at most one greenlet touches the flock. Between
+    processes the ``flock`` is taken without blocking and retried after a sleep (cooperative
+    under gevent too): another run building the same artifact is waited for, and the greenlets
+    of this one keep running meanwhile. A blocking ``flock`` here once deadlocked a cold run.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for %s (another run is building there)", directory / ".lock")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    local = _IN_PROCESS.setdefault(directory.resolve(), threading.Lock())
+    with local, (directory / ".lock").open("a+") as handle:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.info("waiting for %s (another run is building there)", handle.name)
+                    waited = True
+                time.sleep(LOCK_POLL_S)
         try:
             yield
         finally:
