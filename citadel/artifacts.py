@@ -55,7 +55,12 @@ def pinned(name: str, version: str, arch: str = "x86_64", pins: dict | None = No
         entry = pins[name][version]
     except KeyError:
         raise ArtifactUnavailable(f"{name} {version}: not in pins.yml") from None
-    url = str(entry["url"]).format(version=version, arch=arch, goarch=GOARCH.get(arch, arch))
+    template = entry["url"]
+    if isinstance(template, dict):  # one URL per architecture (names differ, e.g. gnu / musl)
+        if arch not in template:
+            raise ArtifactUnavailable(f"{name} {version}: no {arch} URL in pins.yml")
+        template = template[arch]
+    url = str(template).format(version=version, arch=arch, goarch=GOARCH.get(arch, arch))
     sums = entry.get("sha256") or {}
     sha = sums.get(arch) if isinstance(sums, dict) else None
     return Artifact(name, version, arch, url, str(sha) if sha else None)

@@ -4,14 +4,20 @@ The decisions are a pure function, :func:`plan` (facts + config -> steps), unit-
 distribution; :func:`apply` turns the steps into pyinfra operations:
 
 preflight  GPU on the PCI bus (lspci), Secure Boot (mokutil: the DKMS-built modules would not
-           load -> a clear stop), a supported distribution, kernel headers (installed if missing),
-           a loaded driver no NVIDIA package installed (a .run install -> a clear stop);
-           ``driver_source: preinstalled`` keeps such a driver and only checks its branch
+           load -> a clear stop), a supported distribution and architecture, kernel headers
+           (installed if missing), a loaded driver no NVIDIA package installed (a .run install
+           -> a clear stop); ``driver_source: preinstalled`` keeps such a driver and only checks
+           its branch
 configure  the apt pin to the driver branch (before any driver package is installed), nouveau
            blacklisted (initramfs rebuilt when that changes)
-install    cuda-keyring (pins.yml: one pinned .deb per distribution, via citadel.artifacts),
-           apt update when it was new, linux-headers-<kernel>, the driver meta package (open or
-           proprietary kernel modules by GPU generation), the CUDA toolkit when configured
+install    the repository trusted by its signing key's pinned fingerprint
+           (citadel.components.nvidia.REPO_KEYS): unless the host's keyring already holds exactly
+           that key, the host downloads the repository's public key, gpg checks its fingerprint
+           (a mismatch stops the host, nothing is trusted) and writes it as the keyring the
+           deb822 source is signed-by; an installed cuda-keyring package is purged (its source
+           would clash); apt update when the key or source changed; linux-headers-<kernel>, the
+           driver meta package (open or proprietary kernel modules by GPU generation), the CUDA
+           toolkit when configured. Nothing is downloaded on the controller.
 activate   nvidia-persistenced; then the reboot policy: the loaded module's version (from
            /proc/driver/nvidia/version) against the installed package -> reboot and wait
            (``reboot: allowed``; pyinfra's server.reboot checks the uptime went down) or a loud
@@ -20,16 +26,29 @@ activate   nvidia-persistenced; then the reboot policy: the loaded module's vers
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyinfra import host, logger
+from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Arch, LinuxDistribution
 from pyinfra.operations import apt, files, python, server, systemd
+from pyinfra.operations.util import any_changed
 
-from citadel import artifacts
-from citadel.components.nvidia import BLACKLIST_FILE, Config
+from citadel.components.nvidia import (
+    BLACKLIST_FILE,
+    MISSING_REPOS,
+    REPO_ARCH,
+    REPO_KEYRING,
+    REPO_KEYS,
+    REPO_SOURCES,
+    Config,
+    RepoKey,
+    repo_sources,
+    repo_url,
+)
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
@@ -42,8 +61,8 @@ REPOS = {
     ("debian", "12"): "debian12",
     ("debian", "13"): "debian13",
 }
-REPO_ARCH = {"x86_64": "x86_64", "aarch64": "sbsa"}
-UPLOADS = "/var/cache/citadel/artifacts"
+# The public key as downloaded, before its fingerprint is checked (removed either way).
+STAGED_KEY = f"{REPO_KEYRING}.download"
 
 Reboot = Literal["none", "reboot", "required"]
 
@@ -71,7 +90,8 @@ class Plan:
     preinstalled: bool = False  # driver_source: preinstalled and its branch checked
     repo: str = ""
     repo_arch: str = ""
-    keyring: bool = False  # install cuda-keyring (missing)
+    repo_key: RepoKey | None = None  # the signing key the repository is trusted by
+    purge_keyring_package: bool = False  # a cuda-keyring package is installed: purge it
     headers: str = ""  # linux-headers-<kernel>
     driver: str = ""
     toolkit: str | None = None
@@ -109,6 +129,10 @@ def plan(facts: Facts, cfg: Config) -> Plan:
         )
     if facts.arch not in REPO_ARCH:
         return Plan(stop=f"unsupported architecture {facts.arch}")
+    if (facts.repo, REPO_ARCH[facts.arch]) in MISSING_REPOS:
+        return Plan(
+            stop=f"NVIDIA publishes no {facts.repo}/{REPO_ARCH[facts.arch]} CUDA repository"
+        )
     if cfg.expected_gpus > 0 and pre.get("lspci") and pre.get("gpus_on_bus", 0) == 0:
         return Plan(
             stop=f"no NVIDIA GPU on the PCI bus (lspci -d 10de:), the inventory expects "
@@ -138,6 +162,11 @@ def plan(facts: Facts, cfg: Config) -> Plan:
         notes.append("lspci missing: GPU presence not checked (pciutils)")
     if not pre.get("headers"):
         notes.append(f"kernel headers for {pre.get('kernel')} missing: installing them")
+    if pre.get("keyring"):
+        notes.append(
+            f"cuda-keyring {pre['keyring']} installed: purging it (the repository is trusted by "
+            "its pinned signing key instead)"
+        )
     driver = cfg.driver_package()
     installed = facts.installed_version(driver)
     same_branch = (upstream(installed) or "").startswith(f"{cfg.driver_branch}.")
@@ -145,7 +174,8 @@ def plan(facts: Facts, cfg: Config) -> Plan:
     return Plan(
         repo=facts.repo,
         repo_arch=REPO_ARCH[facts.arch],
-        keyring=not pre.get("keyring"),
+        repo_key=REPO_KEYS[facts.repo],
+        purge_keyring_package=bool(pre.get("keyring")),
         headers=f"linux-headers-{pre.get('kernel')}",
         driver=driver,
         toolkit=cfg.toolkit_package(),
@@ -167,8 +197,43 @@ def preinstalled_plan(loaded: str | None, cfg: Config) -> Plan:
     return Plan(preinstalled=True, notes=[f"preinstalled driver {loaded}: nothing to install"])
 
 
-def keyring_artifact(p: Plan, cfg: Config, pins: dict | None = None) -> artifacts.Artifact:
-    return artifacts.pinned(f"cuda-keyring-{p.repo}", cfg.keyring_version, p.repo_arch, pins)
+class KeyringFingerprints(FactBase[list[str]]):
+    """The primary-key fingerprints in an apt keyring file (``[]`` when it is missing)."""
+
+    def requires_command(self, *args: Any, **kwargs: Any) -> str:
+        return "gpg"
+
+    def command(self, path: str) -> str:
+        return (
+            f"if [ -f {path} ]; then gpg --batch --show-keys --with-colons {path} 2>/dev/null "
+            '| awk -F: \'$1=="pub"{want=1; next} $1=="fpr" && want {print $10; want=0}\'; fi'
+        )
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+def key_url(p: Plan) -> str:
+    assert p.repo_key is not None
+    return repo_url(p.repo, p.repo_arch) + p.repo_key.file
+
+
+def trust_key_command(url: str, fingerprint: str, staged: str, keyring: str) -> str:
+    """Check the downloaded key's fingerprint with gpg; only an exact single-key match becomes
+    the keyring. Any other key (or several) is removed and stops the host."""
+    primaries = (
+        f"gpg --batch --show-keys --with-colons {staged} 2>/dev/null | awk -F: "
+        '\'$1=="pub"{n++; want=1; next} $1=="fpr" && want {print $10; want=0} '
+        'END{if (n != 1) print "(" n+0 " primary keys)"}\''
+    )
+    return (
+        f'got="$({primaries})"; '
+        f'if [ "$got" != {fingerprint} ]; then '
+        f'echo "nvidia: the key from {url} is $got, pinned {fingerprint}: not trusted" >&2; '
+        f"rm -f {staged}; exit 1; fi; "
+        f"gpg --batch --yes --dearmor -o {keyring}.tmp {staged} && chmod 0644 {keyring}.tmp && "
+        f"mv -f {keyring}.tmp {keyring} && rm -f {staged}"
+    )
 
 
 def gather() -> Facts:
@@ -209,13 +274,55 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     return put_files(ctx.files("nvidia"))
 
 
+@deploy("nvidia: repository")
+def repository(ctx: DeployContext, cfg: Config, p: Plan) -> None:
+    assert p.repo_key is not None
+    changed: list[OperationMeta] = []
+    if p.purge_keyring_package:
+        changed.append(
+            apt.packages(
+                name="Purge cuda-keyring (trusted by the pinned key instead)",
+                packages=["cuda-keyring"],
+                present=False,
+                purge=True,
+            )
+        )
+    fingerprint = p.repo_key.fingerprint
+    if host.get_fact(KeyringFingerprints, path=REPO_KEYRING) != [fingerprint]:
+        url = key_url(p)
+        apt.packages(
+            name="Tools to fetch and check the repository key",
+            packages=["ca-certificates", "curl", "gpg"],
+        )
+        files.directory(name="Directory /etc/apt/keyrings", path="/etc/apt/keyrings", mode="0755")
+        files.download(
+            name=f"Fetch NVIDIA's repository key ({p.repo_key.file})",
+            src=url,
+            dest=STAGED_KEY,
+            mode="0600",
+            force=True,
+        )
+        changed.append(
+            server.shell(
+                name=f"Trust NVIDIA's repository key only if its fingerprint is {fingerprint}",
+                commands=[trust_key_command(url, fingerprint, STAGED_KEY, REPO_KEYRING)],
+            )
+        )
+    changed.append(
+        files.put(
+            name=f"NVIDIA CUDA apt source ({p.repo}/{p.repo_arch}, signed-by the pinned key)",
+            src=io.StringIO(repo_sources(p.repo, p.repo_arch)),
+            dest=REPO_SOURCES,
+            mode="0644",
+        )
+    )
+    apt.update(
+        name="Refresh apt (NVIDIA repository key or source changed)", _if=any_changed(*changed)
+    )
+
+
 @deploy("nvidia: install")
-def install(ctx: DeployContext, cfg: Config, p: Plan, keyring_deb: str | None) -> OperationMeta:
-    if keyring_deb is not None:
-        upload = f"{UPLOADS}/{keyring_deb.rsplit('/', 1)[-1]}"
-        files.put(name="Upload cuda-keyring", src=keyring_deb, dest=upload, mode="0644")
-        keyring = apt.deb(name=f"Install cuda-keyring ({p.repo})", src=upload)
-        apt.update(name="Refresh apt (NVIDIA repository added)", _if=keyring.did_change)
+def install(ctx: DeployContext, cfg: Config, p: Plan) -> OperationMeta:
     apt.packages(name=f"Kernel headers ({p.headers})", packages=[p.headers])
     driver = apt.packages(
         name=f"NVIDIA driver {cfg.driver_branch} ({p.driver})", packages=[p.driver]
@@ -293,12 +400,7 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
 
 
 def install_and_activate(ctx: DeployContext, cfg: Config, p: Plan) -> None:
-    keyring_deb = None
-    if p.keyring:
-        settings = ctx.cluster.artifacts
-        keyring_deb = str(
-            artifacts.ensure_cached(keyring_artifact(p, cfg), settings.cache_dir, settings.mirror)
-        )
     written = configure(ctx, cfg)
-    driver = install(ctx, cfg, p, keyring_deb)
+    repository(ctx, cfg, p)
+    driver = install(ctx, cfg, p)
     activate(ctx, cfg, p=p, written=written, driver=driver)

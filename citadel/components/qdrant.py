@@ -34,7 +34,7 @@ class Collection(StrictModel):
 
 
 class Config(ComponentConfig):
-    version: str = "1.15.4"
+    version: str = "1.18.2"
     http_port: PortNumber = 6333
     grpc_port: PortNumber = 6334
     storage_path: str = "/var/lib/qdrant/storage"

@@ -21,7 +21,13 @@ def gateway_config(inventory: str) -> dict[str, Any]:
     return yaml.safe_load(rendered[CONFIG].content)
 
 
-def test_qdrant_that_cannot_be_deployed_is_a_skipped_health_service_with_its_reason() -> None:
+def test_qdrant_that_cannot_be_deployed_is_a_skipped_health_service_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unpinned = {
+        "qdrant": {v: {**e, "sha256": None} for v, e in artifacts.load_pins()["qdrant"].items()}
+    }
+    monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
     cfg = gateway_config("inventory/lab.yml")
     assert "qdrant" not in cfg  # collection search answers 503, no dead upstream
     vector_db = cfg["health"]["services"]["vector_db"]

@@ -9,7 +9,16 @@ from pathlib import Path
 import deploy_harness as h
 import pytest
 
-from citadel.components.nvidia import BLACKLIST_FILE, PIN_FILE, Config
+from citadel import artifacts
+from citadel.components.nvidia import (
+    BLACKLIST_FILE,
+    KEY_3BF863CC,
+    KEY_8793F200,
+    PIN_FILE,
+    REPO_KEYRING,
+    REPO_SOURCES,
+    Config,
+)
 from citadel.render import render_host
 from deploys import nvidia
 from deploys.facts.gpu import NvidiaPreflight, parse_secure_boot
@@ -44,7 +53,8 @@ def test_plan_per_distribution(distro: str) -> None:
     p = nvidia.plan(_facts(distro), Config())
     assert p.stop is None
     assert p.repo == REPOS[distro] and p.repo_arch == "x86_64"
-    assert p.keyring is True
+    assert p.repo_key == (KEY_8793F200 if distro == "debian13" else KEY_3BF863CC)
+    assert p.purge_keyring_package is False
     assert p.driver == "nvidia-open"  # ampere -> open kernel modules
     assert p.headers == "linux-headers-6.8.0-45-generic"
     assert p.toolkit is None
@@ -82,6 +92,10 @@ def test_toolkit_from_the_model() -> None:
         (_facts("ubuntu2204", gpus_on_bus=0), "no NVIDIA GPU on the PCI bus"),
         (nvidia.Facts("rocky", "9", "x86_64", PREFLIGHT_OK), "unsupported distribution rocky 9"),
         (nvidia.Facts("ubuntu", "24.04", "ppc64le", PREFLIGHT_OK), "unsupported architecture"),
+        (
+            nvidia.Facts("debian", "13", "aarch64", PREFLIGHT_OK),
+            "NVIDIA publishes no debian13/sbsa CUDA repository",
+        ),
     ],
 )
 def test_preflight_stops(facts: nvidia.Facts, message: str) -> None:
@@ -121,50 +135,59 @@ def test_other_branch_installed_is_an_install_not_a_reboot_now() -> None:
     assert p.reboot_now == "none"
 
 
-def _run(distro: str, reboot: str = "never", **pre: object) -> h.Run:
+def _run(distro: str, reboot: str = "never", facts: dict | None = None, **pre: object) -> h.Run:
     ctx = h.context("inventory/production.yml", "llm-chat")
     assert ctx.host.nvidia is not None
     cfg = ctx.host.nvidia.model_copy(update={"reboot": reboot})
     preflight = {**PREFLIGHT_OK, **pre}
-    facts = {"LinuxDistribution": h.DISTROS[distro], "NvidiaPreflight": preflight}
-    return h.run(nvidia.apply, facts, ctx, cfg)
+    given = {"LinuxDistribution": h.DISTROS[distro], "NvidiaPreflight": preflight, **(facts or {})}
+    return h.run(nvidia.apply, given, ctx, cfg)
 
 
 @pytest.fixture
-def keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
-    """The keyring artifacts the deploy asked for (the .deb itself is a local stand-in)."""
-    deb = tmp_path / "cuda-keyring_1.1-1_all.deb"
-    deb.write_bytes(b"deb")
+def keyring(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Anything asking the controller for an artifact fails the test: the deploy downloads
+    nothing on the controller (the host fetches NVIDIA's key and checks it)."""
     seen: list = []
 
-    def fake_cached(art, cache_dir, mirror):
-        seen.append(art)
-        return deb
+    def no_controller_download(*args: object, **kwargs: object) -> None:
+        seen.append(args)
+        raise AssertionError("the nvidia deploy must not download on the controller")
 
-    monkeypatch.setattr(nvidia.artifacts, "ensure_cached", fake_cached)
+    monkeypatch.setattr(artifacts, "ensure_cached", no_controller_download)
     return seen
+
+
+KEYS = {"debian13": KEY_8793F200}
 
 
 @pytest.mark.parametrize("distro", sorted(h.DISTROS))
 def test_commands_per_distribution(distro: str, keyring: list) -> None:
     run = _run(distro)
-    art = keyring[0]
-    repos = "https://developer.download.nvidia.com/compute/cuda/repos"
-    assert art.url == f"{repos}/{REPOS[distro]}/x86_64/cuda-keyring_1.1-1_all.deb"
-    assert (
-        "--force-confold -i /var/cache/citadel/artifacts/cuda-keyring_1.1-1_all.deb"
-        in run.op("Install cuda-keyring").text()
-    )
-    assert run.op("Refresh apt (NVIDIA repository added)").conditional
+    key = KEYS.get(distro, KEY_3BF863CC)
+    repo = f"https://developer.download.nvidia.com/compute/cuda/repos/{REPOS[distro]}/x86_64/"
+    fetch = run.op("Fetch NVIDIA's repository key").text()
+    assert f"{repo}{key.file}" in fetch and nvidia.STAGED_KEY in fetch
+    trust = run.op("Trust NVIDIA's repository key only if its fingerprint is").text()
+    assert key.fingerprint in trust and f"-o {REPO_KEYRING}.tmp" in trust
+    source = run.op("NVIDIA CUDA apt source").uploads[REPO_SOURCES]
+    assert f"URIs: {repo}\n" in source and f"Signed-By: {REPO_KEYRING}\n" in source
+    assert "Suites: /\n" in source and "Components" not in source
+    assert run.op("Refresh apt (NVIDIA repository key or source changed)").conditional
+    assert not run.has("cuda-keyring") and keyring == []
     assert "install linux-headers-6.8.0-45-generic" in run.op("Kernel headers").text()
     assert "install nvidia-open" in run.op("NVIDIA driver 550").text()
     pin = run.op(f"Write {PIN_FILE}")
     assert "Pin: version 550.*" in pin.uploads[PIN_FILE]
     assert "blacklist nouveau" in run.op(f"Write {BLACKLIST_FILE}").uploads[BLACKLIST_FILE]
-    # the branch is pinned before any driver package is installed
+    # the branch is pinned before any driver package is installed; the key is checked before
+    # the source that trusts it is written
     assert (
         run.index(f"Write {PIN_FILE}")
-        < run.index("Install cuda-keyring")
+        < run.index("Fetch NVIDIA's repository key")
+        < run.index("Trust NVIDIA's repository key")
+        < run.index("NVIDIA CUDA apt source")
+        < run.index("Refresh apt")
         < run.index("NVIDIA driver")
     )
     assert run.op("Rebuild the initramfs").conditional
@@ -174,6 +197,31 @@ def test_commands_per_distribution(distro: str, keyring: list) -> None:
     )
     required = run.op("REBOOT REQUIRED if the driver changed")
     assert required.conditional and not run.has("Reboot (")
+
+
+def test_a_keyring_holding_the_pinned_key_is_not_fetched_again(keyring: list) -> None:
+    run = _run(
+        "ubuntu2404",
+        facts={("KeyringFingerprints", REPO_KEYRING): [KEY_3BF863CC.fingerprint]},
+    )
+    assert not run.has("Fetch NVIDIA's repository key") and not run.has("Trust NVIDIA's")
+    assert run.has("NVIDIA CUDA apt source") and run.op("Refresh apt").conditional
+
+
+@pytest.mark.parametrize(
+    "held", [[], ["0" * 40], [KEY_3BF863CC.fingerprint, "0" * 40], [KEY_3BF863CC.fingerprint]]
+)
+def test_a_keyring_with_anything_but_exactly_the_pinned_key_is_replaced(held: list) -> None:
+    run = _run("debian13", facts={("KeyringFingerprints", REPO_KEYRING): held})
+    trust = run.op("Trust NVIDIA's repository key").text()
+    assert KEY_8793F200.fingerprint in trust and KEY_3BF863CC.fingerprint not in trust
+
+
+def test_an_installed_cuda_keyring_package_is_purged_before_the_source(keyring: list) -> None:
+    run = _run("debian12", facts={"DebPackages": {"cuda-keyring": {"1.1-1"}}}, keyring="1.1-1")
+    purge = run.op("Purge cuda-keyring").text()
+    assert "purge" in purge and "cuda-keyring" in purge
+    assert run.index("Purge cuda-keyring") < run.index("NVIDIA CUDA apt source")
 
 
 def test_reboot_allowed_reboots_after_a_driver_change_and_checks_the_branch(keyring: list) -> None:
@@ -186,10 +234,9 @@ def test_reboot_allowed_reboots_after_a_driver_change_and_checks_the_branch(keyr
 
 
 def test_pending_mismatch_reboots_now_or_says_so(keyring: list) -> None:
-    pre = {"loaded": "550.54.14", "installed": {"nvidia-open": "550.54.15-1"}, "keyring": "1.1-1"}
+    pre = {"loaded": "550.54.14", "installed": {"nvidia-open": "550.54.15-1"}}
     allowed = _run("debian12", reboot="allowed", **pre)
     assert not allowed.op("Reboot (the loaded nvidia module differs").conditional
-    assert not allowed.has("Install cuda-keyring")
     never = _run("debian12", reboot="never", **pre)
     required = never.op("REBOOT REQUIRED (reboot: never)")
     assert not required.conditional and "<call _required" in required.text()
@@ -278,3 +325,84 @@ def test_a_foreign_driver_is_one_failing_operation(keyring: list) -> None:
     run = _run("ubuntu2404", loaded="550.54.15")
     assert run.names() == ["nvidia: preflight | nvidia preflight failed (nothing was installed)"]
     assert "is loaded but no package of NVIDIA" in run.ops[0].text()
+
+
+# -- the key check itself, with a real gpg ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def armored_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, bytes]]:
+    """Two throwaway signing keys: name -> (fingerprint, ASCII-armored public key)."""
+    if shutil.which("gpg") is None:
+        pytest.skip("needs gpg")
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+    keys = {}
+    for name in ("good", "evil"):
+        uid = f"{name} <{name}@example.invalid>"
+        subprocess.run(
+            ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        listing = subprocess.run(
+            ["gpg", "--batch", "--with-colons", "--list-keys", uid],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+        armored = subprocess.run(
+            ["gpg", "--batch", "--armor", "--export", fpr], env=env, check=True, capture_output=True
+        ).stdout
+        keys[name] = (fpr, armored)
+    return keys
+
+
+def _trust(tmp_path: Path, content: bytes, fingerprint: str) -> tuple[int, str, Path]:
+    staged, keyring = tmp_path / "key.download", tmp_path / "keyring.gpg"
+    staged.write_bytes(content)
+    cmd = nvidia.trust_key_command(
+        "https://nvidia.example/k.pub", fingerprint, str(staged), str(keyring)
+    )
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    done = subprocess.run(
+        ["sh", "-c", cmd],
+        env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert not staged.exists()  # removed whether trusted or not
+    return done.returncode, done.stderr, keyring
+
+
+def test_the_pinned_key_becomes_the_keyring(tmp_path: Path, armored_keys: dict) -> None:
+    fpr, armored = armored_keys["good"]
+    rc, err, keyring = _trust(tmp_path, armored, fpr)
+    assert rc == 0, err
+    shown = subprocess.run(
+        ["gpg", "--batch", "--show-keys", "--with-colons", str(keyring)],
+        env={"GNUPGHOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"fpr:::::::::{fpr}:" in shown
+    assert oct(keyring.stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.parametrize("content", ["evil", "both", "garbage"])
+def test_any_other_key_is_refused_and_nothing_is_trusted(
+    tmp_path: Path, armored_keys: dict, content: str
+) -> None:
+    good_fpr, good = armored_keys["good"]
+    evil = armored_keys["evil"][1]
+    data = {"evil": evil, "both": good + evil, "garbage": b"<html>404</html>"}[content]
+    rc, err, keyring = _trust(tmp_path, data, good_fpr)
+    assert rc == 1 and "not trusted" in err and good_fpr in err
+    assert not keyring.exists() and not Path(f"{keyring}.tmp").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from citadel import artifacts
 from citadel.components import prometheus as prom
 from citadel.loader import load_cluster
 from citadel.metrics import RECORDED, unknown_metrics
@@ -70,8 +71,11 @@ def test_every_converging_exporter_is_a_target(cluster: Cluster) -> None:
         assert t.all_labels()["service"] == t.job
 
 
-def test_lab_scrapes_no_model_server_and_no_qdrant() -> None:
-    """llama.cpp's python server has no /metrics; Qdrant's artifact is not pinned: absent."""
+def test_lab_scrapes_no_model_server_and_no_qdrant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's python server has no /metrics; an unpinned Qdrant artifact: absent."""
+    pins = artifacts.load_pins()
+    unpinned = {"qdrant": {v: {**e, "sha256": None} for v, e in pins["qdrant"].items()}}
+    monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
     cluster = load_cluster(ROOT / "inventory" / "lab.yml").cluster
     absent = prom.static_absent(cluster)
     assert ("vector-db", "qdrant") in absent
@@ -80,7 +84,7 @@ def test_lab_scrapes_no_model_server_and_no_qdrant() -> None:
     assert "qdrant" not in jobs
     files = _files(cluster)
     assert prom.QDRANT_KEY_FILE not in files
-    assert "vector-db/qdrant: qdrant 1.15.4" in files[prom.CONFIG_FILE]
+    assert "vector-db/qdrant: qdrant 1.18.2" in files[prom.CONFIG_FILE]
 
 
 def test_production_scrapes_vllm_with_model_label() -> None:

@@ -113,12 +113,12 @@ def test_unit_file_passes_systemd_analyze(cluster: Cluster, tmp_path: Path) -> N
 
 
 def test_install_command_sequence() -> None:
-    cfg = qdrant.Config(version="1.15.4")
-    assert qdrant.install_dir(cfg) == "/opt/qdrant/1.15.4"
-    cmd = qdrant.extract_command("/opt/qdrant/1.15.4/q.tar.gz", "/opt/qdrant/1.15.4")
+    cfg = qdrant.Config(version="1.18.2")
+    assert qdrant.install_dir(cfg) == "/opt/qdrant/1.18.2"
+    cmd = qdrant.extract_command("/opt/qdrant/1.18.2/q.tar.gz", "/opt/qdrant/1.18.2")
     assert cmd == (
-        "tar -xzf /opt/qdrant/1.15.4/q.tar.gz -C /opt/qdrant/1.15.4 qdrant && "
-        "chmod 0755 /opt/qdrant/1.15.4/qdrant"
+        "tar -xzf /opt/qdrant/1.18.2/q.tar.gz -C /opt/qdrant/1.18.2 qdrant && "
+        "chmod 0755 /opt/qdrant/1.18.2/qdrant"
     )
 
 
@@ -162,12 +162,17 @@ def test_collections_fact() -> None:
     assert qdrant.parse_collections(["documents "]) == {"documents": None}
 
 
-def test_unavailable_artifact_is_one_line_naming_artifact_and_source(tmp_path: Path) -> None:
-    cfg = qdrant.Config(version="1.15.4")
+def test_unavailable_artifact_is_one_line_naming_artifact_and_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pins = artifacts.load_pins()
+    unpinned = {"qdrant": {v: {**e, "sha256": None} for v, e in pins["qdrant"].items()}}
+    monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
+    cfg = qdrant.Config(version="1.18.2")
     reason = artifacts.unavailable_reason("qdrant", cfg, tmp_path, None, probe=False)
     assert reason is not None and "\n" not in reason
-    assert "qdrant 1.15.4" in reason
-    assert "https://github.com/qdrant/qdrant/releases/download/v1.15.4/" in reason
+    assert "qdrant 1.18.2" in reason
+    assert "https://github.com/qdrant/qdrant/releases/download/v1.18.2/" in reason
     mirrored = artifacts.unavailable_reason(
         "qdrant", cfg, tmp_path, "https://mirror.example/citadel", probe=False
     )
@@ -175,8 +180,8 @@ def test_unavailable_artifact_is_one_line_naming_artifact_and_source(tmp_path: P
 
 
 def test_pinned_artifact_url() -> None:
-    a = artifacts.pinned("qdrant", "1.15.4", "x86_64")
-    assert a.url.endswith("/v1.15.4/qdrant-x86_64-unknown-linux-gnu.tar.gz")
+    a = artifacts.pinned("qdrant", "1.18.2", "x86_64")
+    assert a.url.endswith("/v1.18.2/qdrant-x86_64-unknown-linux-gnu.tar.gz")
     assert artifacts.source_url(a, "https://m.example/x/") == (
         "https://m.example/x/qdrant-x86_64-unknown-linux-gnu.tar.gz"
     )
