@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from citadel import paths
 from citadel.components import BASE_ROLE, CONFIG_MODELS, ROLE_COMPONENTS, ROLES
 from citadel.errors import InventoryError, Problem
 from citadel.model.cluster import Cluster
@@ -211,7 +212,7 @@ def _apply_override(
         return
     for dotted, value in settings.items():
         try:
-            resolved = _set_path(doc, str(dotted), copy.deepcopy(value))
+            resolved = _set_path(doc, str(dotted), paths.expand(copy.deepcopy(value)))
         except LookupError as exc:
             problems.append(Problem(file, f"{where}.set.{dotted}", str(exc)))
         else:

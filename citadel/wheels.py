@@ -49,12 +49,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from citadel import paths
 from citadel.artifacts import sha256_of
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path("/var/cache/citadel")
-CACHE_ENV = "CITADEL_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path(paths.DEFAULT_CACHE_DIR)
+CACHE_ENV = paths.CACHE_ENV
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
@@ -106,7 +107,7 @@ class ChecksumError(ArtifactError):
 
 def cache_dir() -> Path:
     """The cache root: ``$CITADEL_CACHE_DIR`` or ``/var/cache/citadel`` (read at call time)."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+    return paths.cache_dir()
 
 
 def wheels_dir(cache: Path | None = None) -> Path:

@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_STATE_DIR = "/var/lib/citadel/lab"
-DEFAULT_CACHE_DIR = "/var/cache/citadel"
+from citadel import paths
+
+DEFAULT_STATE_DIR = paths.DEFAULT_LAB_DIR
+DEFAULT_CACHE_DIR = paths.DEFAULT_CACHE_DIR
 DEFAULT_BRIDGE = "citadel-lab0"
 DEFAULT_GATEWAY = "10.210.10.1/24"
 DEFAULT_NFT_TABLE = "citadel_lab"
@@ -72,8 +74,8 @@ class LabConfig:
     def from_env(cls, **overrides: object) -> LabConfig:
         env = os.environ
         kw: dict[str, object] = {
-            "state_dir": Path(env.get("CITADEL_LAB_DIR") or DEFAULT_STATE_DIR),
-            "cache_dir": Path(env.get("CITADEL_CACHE_DIR") or DEFAULT_CACHE_DIR),
+            "state_dir": paths.lab_dir(),
+            "cache_dir": paths.cache_dir(),
         }
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]

@@ -96,3 +96,29 @@ def test_find_host_by_name_or_address() -> None:
 
 def test_owner_tag_names_the_state_dir() -> None:
     assert LabConfig(state_dir=Path("/x/y")).owner_tag == "citadel-lab /x/y"
+
+
+def test_one_setting_each_moves_every_path_of_the_lab(monkeypatch, tmp_path) -> None:
+    """CITADEL_LAB_DIR / CITADEL_CACHE_DIR relocate the lab's keys, secrets, JWT key and caches:
+    a second, cold lab state can live beside the default one."""
+    from citadel.loader import load_cluster
+
+    lab, cache = tmp_path / "lab", tmp_path / "cache"
+    monkeypatch.setenv("CITADEL_LAB_DIR", str(lab))
+    monkeypatch.setenv("CITADEL_CACHE_DIR", str(cache))
+    loaded = load_cluster("inventory/lab.yml")
+    cluster = loaded.cluster
+    gateway = cluster.with_role("gateway")[0].gateway
+    assert gateway is not None
+    paths = {
+        "ssh.key_file": cluster.ssh.key_file,
+        "ssh.known_hosts_file": cluster.ssh.known_hosts_file,
+        "secrets_file": cluster.secrets_file,
+        "gateway.auth.public_key_file": gateway.auth.public_key_file,
+        "artifacts.cache_dir": cluster.artifacts.cache_dir,
+    }
+    for name, value in paths.items():
+        assert str(value).startswith((str(lab), str(cache))), (name, value)
+    assert str(cluster.artifacts.cache_dir).startswith(str(cache))
+    assert lab_paths().state_dir == lab
+    assert lab_paths().base_tree.is_relative_to(cache)
