@@ -6,7 +6,6 @@ Everything here is pure (no side effects) so it can be unit tested without root.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +71,6 @@ class LabConfig:
 
     @classmethod
     def from_env(cls, **overrides: object) -> LabConfig:
-        env = os.environ
         kw: dict[str, object] = {
             "state_dir": paths.lab_dir(),
             "cache_dir": paths.cache_dir(),
