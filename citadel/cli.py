@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from citadel import pins
 from citadel.converge import (
     HostResult,
     format_plan,
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         inventory=LAB_INVENTORY,
     )
     p.add_argument("lab_args", nargs=argparse.REMAINDER, metavar="ACTION ...")
+
+    pins.add_parser(sub)
     return parser
 
 
