@@ -385,3 +385,17 @@ def gw2(gateways: GatewayFactory, cfg: dict[str, Any], keys: Keys) -> Gw:
     c["auth"] = {k: v for k, v in c["auth"].items() if not k.startswith("jwks")}
     c["auth"]["public_key_file"] = str(keys.rsa1_pub)
     return gateways(c, "gw2")
+
+
+def documented_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The API document's error body, with ``status`` and ``code``: never a traceback, never
+    text the gateway did not write."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json", r.headers
+    body = r.json()
+    assert set(body) == {"error"}, body
+    err: dict[str, Any] = body["error"]
+    assert set(err) == {"type", "message", "code", "details", "request_id"}, err
+    assert err["code"] == code, err
+    assert "Traceback" not in r.text
+    return err

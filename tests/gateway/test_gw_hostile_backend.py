@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import GatewayFactory, Gw, Keys, Tokens, base_config
+from .conftest import GatewayFactory, Gw, Keys, Tokens, base_config, documented_error
 from .hostile import HostileBackend, Req, Script, chat_answer, response
 
 pytestmark = pytest.mark.gateway
@@ -132,3 +132,26 @@ def test_a_101_from_the_backend_is_a_backend_failure(hgw: Gw, token: Tokens, scr
     resp = chat(hgw, token, "alice", "alice-chat", "alice secret")
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "MODEL_UNAVAILABLE"
+
+
+def test_a_backend_body_nested_100000_deep_is_503_as_for_a_bad_backend(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def deep(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(b"[" * 100_000 + b"]" * 100_000))
+
+    script(deep)
+    err = documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")
+    assert err["details"] == {"model": "alice-chat"}
+
+
+def test_a_lone_surrogate_from_the_backend_is_a_bad_backend_not_500(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def surrogate(req: Req, w: asyncio.StreamWriter) -> None:
+        body = b'{"id":"x","object":"chat.completion","choices":[{"index":0,'
+        body += b'"message":{"role":"assistant","content":"odd \\ud800"}}]}'
+        w.write(response(body))
+
+    script(surrogate)
+    documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")

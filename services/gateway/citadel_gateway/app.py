@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import orjson
 
 from . import __version__, logs, metrics, openapi
 from .auth import Authenticator, bearer_token, claim_permissions
@@ -29,6 +28,9 @@ from .cache import ResponseCache, cache_key, cacheable
 from .config import ConfigError, GatewayConfig, Limit, config_path_from_env, load_config
 from .errors import GatewayError, error_body, invalid, sane_request_id
 from .health import Monitor, Stats
+from .jsoncodec import BadJSON
+from .jsoncodec import dumps as _dumps
+from .jsoncodec import loads as _loads
 from .ratelimit import Decision, Pending, RateLimiter
 from .redisconn import RedisConn, RedisUnavailable
 from .upstream import ConnectFailed, Response, UpstreamClient, UpstreamError
@@ -201,19 +203,6 @@ class Ctx:
         await self.respond(status, json.dumps(obj, separators=(",", ":")).encode(), headers)
 
 
-def _dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON; orjson, with the stdlib for what orjson refuses (ints > 64 bit)."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _loads(raw: bytes) -> Any:
-    # stdlib on purpose: orjson turns integers beyond 64 bit into floats (not exact)
-    return json.loads(raw)
-
-
 _NS_URL = uuid.NAMESPACE_URL.bytes
 
 
@@ -240,8 +229,8 @@ def _is_num(v: Any) -> bool:
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         obj = _loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("body", "Malformed JSON", "Request body is not valid JSON") from None
+    except BadJSON as exc:
+        raise invalid("body", str(exc), "Request body is not valid JSON") from None
     if not isinstance(obj, dict):
         raise invalid("body", "Must be a JSON object")
     return obj
@@ -826,7 +815,7 @@ class Gateway:
     ) -> None:
         try:
             obj = _loads(data)
-        except ValueError:
+        except BadJSON:
             obj = None
         if not isinstance(obj, dict):
             raise GatewayError(
