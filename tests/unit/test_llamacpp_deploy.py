@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import deploy_harness as h
@@ -9,7 +10,14 @@ import pytest
 import yaml
 
 from citadel.artifacts import ArtifactUnavailable
-from citadel.components.model_server import LLAMACPP_UNIT, Config, Llamacpp
+from citadel.components.model_server import (
+    LLAMACPP_CONFIG,
+    LLAMACPP_LAUNCHER,
+    LLAMACPP_UNIT,
+    POOLING,
+    Config,
+    Llamacpp,
+)
 from citadel.render import render_host
 from citadel.wheels import LLAMA_CPP_VERSION
 from deploys import _venv, llamacpp
@@ -24,14 +32,16 @@ def _unit(host: str) -> str:
     return files[LLAMACPP_UNIT]
 
 
-def _exec(unit: str) -> str:
-    return next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+def _server(host: str) -> dict:
+    ctx = h.context("inventory/lab.yml", host)
+    files = {f.spec.dest: f.content for f in render_host(ctx.cluster, ctx.host)}
+    return json.loads(files[LLAMACPP_CONFIG])
 
 
-def test_version_default_and_group_data_pin_0_3_36() -> None:
-    assert Llamacpp().version == LLAMA_CPP_VERSION == "0.3.36"
+def test_version_default_and_group_data_pin_the_prebuilt_engine() -> None:
+    assert Llamacpp().version == LLAMA_CPP_VERSION == "2026.10.11549"
     data = yaml.safe_load((ROOT / "group_data/model.yml").read_text())
-    assert data["model"]["llamacpp"]["version"] == "0.3.36"
+    assert data["model"]["llamacpp"]["version"] == "2026.10.11549"
 
 
 def test_lab_model_hosts_run_llamacpp_under_production_names() -> None:
@@ -48,32 +58,49 @@ def test_lab_model_hosts_run_llamacpp_under_production_names() -> None:
     }
 
 
-def test_chat_unit_binds_the_host_address_with_gemma_chat_format() -> None:
-    line = _exec(_unit("llm-chat"))
-    assert line.startswith("ExecStart=/opt/llama-cpp/bin/python -m llama_cpp.server ")
-    assert "--model /var/lib/llama-cpp/models/gemma-3-270m-q4_k_m.gguf" in line
-    assert "--model_alias llama-3-chat --host 10.210.10.28 --port 8000" in line
-    assert "--chat_format gemma" in line
-    assert "--n_ctx 2048 --n_threads 1" in line
-    assert "--embedding" not in line
+def test_unit_starts_the_launcher_with_its_parameters() -> None:
+    line = next(x for x in _unit("llm-chat").splitlines() if x.startswith("ExecStart="))
+    assert line == f"ExecStart=/opt/llama-cpp/bin/python {LLAMACPP_LAUNCHER} {LLAMACPP_CONFIG}"
 
 
-def test_instruct_unit_serves_completions() -> None:
-    line = _exec(_unit("llm-instruct"))
-    assert "--model_alias llama-3-instruct --host 10.210.10.29 --port 8000" in line
-    assert "--chat_format gemma" in line
+def test_chat_server_binds_the_host_address_under_the_served_name() -> None:
+    assert _server("llm-chat") == {
+        "model": "/var/lib/llama-cpp/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "alias": "llama-3-chat",
+        "host": "10.210.10.28",
+        "port": 8000,
+        "n_ctx": 2048,
+        "threads": 1,
+        "embedding": False,
+    }
 
 
-def test_embeddings_unit_pools_one_vector_per_input() -> None:
-    line = _exec(_unit("llm-embed"))
-    assert "--model_alias llama-3-embeddings --host 10.210.10.31 --port 11434" in line
-    assert "--embedding true --kv_overrides gemma3.pooling_type=int:1" in line
-    assert "--chat_format" not in line
+def test_instruct_server_serves_completions() -> None:
+    server = _server("llm-instruct")
+    assert (server["alias"], server["host"], server["port"]) == (
+        "llama-3-instruct",
+        "10.210.10.29",
+        8000,
+    )
+    assert server["embedding"] is False
 
 
-def test_pooling_none_leaves_the_model_default() -> None:
-    cfg = Config(engine="llamacpp", served_name="e", api="embeddings", llamacpp={"pooling": "none"})
-    assert "--kv_overrides" not in cfg.llamacpp_args("10.0.0.1")
+def test_embeddings_server_pools_one_vector_per_input() -> None:
+    server = _server("llm-embed")
+    assert (server["alias"], server["port"]) == ("llama-3-embeddings", 11434)
+    assert server["embedding"] is True
+    assert server["pooling"] == POOLING["mean"]
+
+
+def test_launcher_and_parameters_are_checked_before_they_go_live() -> None:
+    ctx = h.context("inventory/lab.yml", "llm-chat")
+    specs = {f.spec.dest: f.spec for f in render_host(ctx.cluster, ctx.host)}
+    assert specs[LLAMACPP_LAUNCHER].validate == "python3 -m py_compile {path}"
+    assert specs[LLAMACPP_CONFIG].validate is not None
+    launcher = next(
+        f.content for f in render_host(ctx.cluster, ctx.host) if f.spec.dest == LLAMACPP_LAUNCHER
+    )
+    compile(launcher, LLAMACPP_LAUNCHER, "exec")  # valid Python as rendered
 
 
 def test_unit_runs_as_its_own_user_and_restarts() -> None:
@@ -94,9 +121,9 @@ def test_model_source_is_a_pinned_package_or_an_absolute_path() -> None:
 
 @pytest.fixture
 def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    wheel = tmp_path / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
-    dep = tmp_path / "fastapi-0.1-py3-none-any.whl"
-    gguf = tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    wheel = tmp_path / "xllamacpp-2026.10.11549-cp310-abi3-manylinux2014_x86_64.whl"
+    dep = tmp_path / "orjson-0.1-py3-none-any.whl"
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     for path in (wheel, dep, gguf):
         path.write_bytes(path.name.encode())
     seen: dict[str, str] = {}
@@ -136,16 +163,14 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
     assert run.op("virtualenv /opt/llama-cpp").commands == ["python3 -m venv /opt/llama-cpp"]
     pip = run.op("pip install").text()
     assert "/opt/llama-cpp/bin/pip install --no-index" in pip
-    assert (
-        "--find-links /var/cache/citadel/wheels/llama-cpp 'llama-cpp-python[server]==0.3.36'" in pip
-    )
+    assert "--find-links /var/cache/citadel/wheels/llama-cpp xllamacpp==2026.10.11549" in pip
     assert "--force-reinstall" not in pip
     assert pip.endswith("> /opt/llama-cpp/.citadel-wheels")
-    assert run.index("upload llama_cpp_python") < run.index("pip install")
-    assert run.index("upload fastapi") < run.index("pip install")
+    assert run.index("upload xllamacpp") < run.index("pip install")
+    assert run.index("upload orjson") < run.index("pip install")
     model = run.op("Upload model")
     assert (
-        f"<upload {artifacts['gguf']} -> /var/lib/llama-cpp/models/gemma-3-270m-q4_k_m.gguf>"
+        f"<upload {artifacts['gguf']} -> /var/lib/llama-cpp/models/SmolLM2-135M-Instruct.Q4_1.gguf>"
         in model.text()
     )
     restart = run.op("Restart llama-cpp")
@@ -175,7 +200,7 @@ def test_rerun_with_current_install_uploads_no_wheel_and_runs_no_pip(artifacts: 
     facts = _facts("debian13", {("Command", MARKER_FACT): wanted})
     run = _apply("llm-chat", facts)
     assert not run.has("pip install")
-    assert not run.has("upload llama_cpp_python")
+    assert not run.has("upload xllamacpp")
 
 
 def test_python_version_falls_back_to_the_distribution(artifacts: dict) -> None:

