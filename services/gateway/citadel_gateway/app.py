@@ -22,7 +22,13 @@ from typing import Any
 import aiohttp
 
 from . import __version__, logs, metrics, openapi
-from .auth import Authenticator, bearer_token, claim_permissions
+from .auth import (
+    Authenticator,
+    authorization,
+    bearer_token,
+    claim_permissions,
+    insufficient_scope,
+)
 from .backends import BackendState, Pool
 from .cache import ResponseCache, cache_key, cacheable
 from .config import ConfigError, GatewayConfig, Limit, config_path_from_env, load_config
@@ -586,7 +592,7 @@ class Gateway:
         return peer
 
     async def authenticate(self, st: State, ctx: Ctx) -> dict[str, Any]:
-        token = bearer_token(ctx.headers.get(b"authorization"))
+        token = bearer_token(authorization(ctx.scope["headers"]))
         claims = await st.auth.verify(token)
         ctx.claims = claims
         sub = claims.get("sub")
@@ -595,11 +601,7 @@ class Gateway:
         if needed:
             missing = [p for p in needed if p not in claim_permissions(claims)]
             if missing:
-                raise GatewayError(
-                    "INSUFFICIENT_PERMS",
-                    "Insufficient permissions",
-                    {"required": needed, "missing": missing},
-                )
+                raise insufficient_scope(needed, missing)
         return claims
 
     async def rate_limit(self, st: State, ctx: Ctx, bucket: str, who: str, limit: Limit) -> None:

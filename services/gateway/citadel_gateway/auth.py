@@ -25,8 +25,27 @@ log = logging.getLogger("citadel_gateway.auth")
 _CACHE_MAX = 10_000
 
 
-def _fail(message: str) -> GatewayError:
-    return GatewayError("INVALID_AUTH", message)
+REALM = b'Bearer realm="citadel"'
+
+
+def _fail(message: str, error: str | None = "invalid_token") -> GatewayError:
+    """401 with the RFC 6750 challenge: ``error="invalid_token"`` when a token was presented
+    (``error`` None: none was, or not as a bearer token: the bare challenge)."""
+    challenge = REALM
+    if error is not None:
+        challenge += b', error="%s"' % error.encode()
+    return GatewayError("INVALID_AUTH", message, headers=[(b"www-authenticate", challenge)])
+
+
+def insufficient_scope(needed: list[str], missing: list[str]) -> GatewayError:
+    """403 for a valid token without the route's permission (RFC 6750 ``insufficient_scope``)."""
+    challenge = REALM + b', error="insufficient_scope", scope="%s"' % " ".join(needed).encode()
+    return GatewayError(
+        "INSUFFICIENT_PERMS",
+        "Insufficient permissions",
+        {"required": needed, "missing": missing},
+        [(b"www-authenticate", challenge)],
+    )
 
 
 def alg_for_key(key: Any) -> str:
@@ -188,15 +207,31 @@ class Authenticator:
         return claims
 
 
+def authorization(raw_headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The one ``Authorization`` header of a request (ASGI raw headers, names lower-case).
+
+    Two are ambiguous credentials: a front proxy or WAF may judge the first while we would
+    judge another, so they are refused rather than one of them chosen."""
+    found: bytes | None = None
+    for name, value in raw_headers:
+        if name == b"authorization":
+            if found is not None:
+                raise _fail("More than one Authorization header", "invalid_request")
+            found = value
+    return found
+
+
 def bearer_token(header: bytes | None) -> str:
     if not header:
-        raise _fail("Missing Authorization header")
+        raise _fail("Missing Authorization header", None)
     try:
         text = header.decode("latin-1")
     except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-        raise _fail("Malformed Authorization header") from None
+        raise _fail("Malformed Authorization header", "invalid_request") from None
     scheme, _, token = text.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _fail("Authorization must be 'Bearer <token>'")
+    if scheme.lower() != "bearer":
+        raise _fail("Authorization must be 'Bearer <token>'", None)
+    if not token:
+        raise _fail("Authorization must be 'Bearer <token>'", "invalid_request")
     return token
