@@ -69,8 +69,12 @@ def run_pyinfra(
     exclude: list[str] | None = None,
     fail_percent: int | None = None,
     stream: bool = True,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run pyinfra with --json; stream its progress (stderr) and return its JSON (stdout)."""
+    """Run pyinfra with --json; stream its progress (stderr) and return its JSON (stdout).
+
+    ``timeout`` (seconds) bounds the run: a hung converge is an error naming the bound.
+    """
     # A dry run must not pass -y: with it pyinfra skips change detection and plans nothing.
     cmd = [sys.executable, "-m", "pyinfra", "--json", "--dry" if dry else "-y"]
     for pattern in limit or []:
@@ -80,14 +84,18 @@ def run_pyinfra(
     if fail_percent is not None:
         cmd += ["--fail-percent", str(fail_percent)]
     cmd += [str(pyinfra_inventory_file(inventory_yml)), "deploy.py"]
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=None if stream else subprocess.PIPE,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=None if stream else subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise CitadelError(f"pyinfra did not finish within {timeout:.0f} s; stopped it") from None
     # pyinfra's JSON is the last thing on stdout; anything a remote command printed before it
     # (rare, but seen) is not part of the report.
     start = proc.stdout.rfind('{"plan":')

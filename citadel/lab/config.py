@@ -106,7 +106,8 @@ class LabConfig:
             known_hosts=state / "known_hosts",
             secrets_dir=state / "secrets",
             hosts_dir=state / "hosts",
-            base_tree=cache / "lab" / f"base-{self.suite}",
+            # resolved: a cache that links its lab/ to another cache's shares its base tree
+            base_tree=(cache / "lab").resolve() / f"base-{self.suite}",
         )
 
     def validate(self) -> None:

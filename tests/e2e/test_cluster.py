@@ -1,9 +1,12 @@
 """The whole lab end to end: converge -> converge again (nothing changes) -> verify -> drift
 plan -> a fault drill -> down (nothing left).
 
-Needs root and systemd-nspawn (CI has both). Starts from a cold lab (fresh host overlays; the
-cached base tree, wheels and model are reused) unless CITADEL_E2E_REUSE=1; leaves the lab down
-unless CITADEL_E2E_KEEP=1. Times land in reports/e2e-times.json.
+Needs root and systemd-nspawn (CI has both). Starts from a cold lab (fresh host overlays) and a
+cold controller cache: the converges run with CITADEL_CACHE_DIR pointing at an empty directory
+(only the lab's base tree is shared), so every wheel, dependency set and model is made during the
+first converge, by hosts loaded in parallel — the path a newcomer's first `make up` takes, where
+a cold cache once hung forever. CITADEL_E2E_REUSE=1 reuses the lab and the default cache;
+CITADEL_E2E_KEEP=1 leaves the lab up. Times land in reports/e2e-times.json.
 """
 
 from __future__ import annotations
@@ -66,7 +69,12 @@ def record(name: str, seconds: float) -> None:
     TIMES.write_text(json.dumps(data, indent=2) + "\n")
 
 
+# A converge that has not finished by then is hung (a cold one takes ~4 min here).
+CONVERGE_TIMEOUT_S = 1200
+
+
 def converge(inventory: str = INVENTORY, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("timeout", CONVERGE_TIMEOUT_S)
     return run_pyinfra(inventory, dry=False, stream=False, **kw)
 
 
@@ -90,11 +98,24 @@ def lab_hosts() -> list[LabHost]:
     return [LabHost(h.name, str(h.address)) for h in load_cluster(INVENTORY).cluster.hosts]
 
 
+def cold_cache(tmp: Path) -> Path:
+    """An empty controller cache that shares only the lab's base tree with the default one."""
+    shared = lab_paths().cache_dir / "lab"
+    shared.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "lab").symlink_to(shared, target_is_directory=True)
+    return tmp
+
+
 @pytest.fixture(scope="module", autouse=True)
-def lab() -> Iterator[None]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    default_cache = os.environ.get("CITADEL_CACHE_DIR")
     if not os.environ.get("CITADEL_E2E_REUSE"):
         citadel("lab", "down")
         shutil.rmtree(lab_paths().state_dir, ignore_errors=True)  # cold hosts, cached base
+        cache = cold_cache(tmp_path_factory.mktemp("cold-cache"))
+        os.environ["CITADEL_CACHE_DIR"] = str(cache)  # every citadel/pyinfra child inherits it
+        assert not list(cache.glob("wheels/*.whl")), "the cache must start empty"
     t0 = time.monotonic()
     citadel("lab", "up", check=True)
     record("lab_up_s", time.monotonic() - t0)
@@ -109,13 +130,23 @@ def lab() -> Iterator[None]:
         leftover.unlink(missing_ok=True)
     if not os.environ.get("CITADEL_E2E_KEEP"):
         citadel("lab", "down")
+    if default_cache is None:
+        os.environ.pop("CITADEL_CACHE_DIR", None)
+    else:
+        os.environ["CITADEL_CACHE_DIR"] = default_cache
 
 
 def test_first_converge_succeeds_on_every_host() -> None:
+    """From an empty controller cache: the GPU hosts share the exporter's and the engine's
+    wheels, the model; all are made while pyinfra loads the hosts in parallel (bounded)."""
     t0 = time.monotonic()
     report = converge()
     record("converge_cold_s", time.monotonic() - t0)
     assert report["results"]["failed_hosts"] == [], failed_ops(report)
+    if not os.environ.get("CITADEL_E2E_REUSE"):
+        cache = Path(os.environ["CITADEL_CACHE_DIR"])
+        made = sorted(p.name.split("-")[0] for p in cache.glob("wheels/*.whl"))
+        assert made == ["citadel_gateway", "citadel_gpu_exporter", "xllamacpp"], made
 
 
 def test_second_converge_changes_nothing() -> None:
