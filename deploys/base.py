@@ -22,6 +22,7 @@ from citadel.components.base import (
     TIMESYNCD_DROPIN,
     Config,
 )
+from deploys import firewall, node_exporter
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
@@ -37,6 +38,20 @@ SYSCTL_APPLY = (
 )
 
 
+# The other components every host has install in the base packages' apt transaction: dpkg and
+# its triggers (man-db, systemd) run once per host instead of three times (bench/RESULTS.md).
+BASE_ROLE_PACKAGES = {"firewall": firewall.PACKAGES, "node_exporter": node_exporter.PACKAGES}
+
+
+def base_role_packages(ctx: DeployContext) -> list[str]:
+    """The packages of this host's base-role components that converge (skipped ones not)."""
+    return [
+        package
+        for section, _ in ctx.host.components()
+        for package in BASE_ROLE_PACKAGES.get(section, [])
+    ]
+
+
 @deploy("base: install")
 def install(ctx: DeployContext, cfg: Config) -> None:
     # The one package-list refresh of a converge (hourly at most): `citadel plan` counts it as
@@ -44,7 +59,7 @@ def install(ctx: DeployContext, cfg: Config) -> None:
     apt.update(name="Refresh apt package lists", cache_time=3600)
     apt.packages(
         name="Install base packages",
-        packages=cfg.system_packages(),
+        packages=[*cfg.system_packages(), *base_role_packages(ctx)],
         no_recommends=True,
     )
     if cfg.time_sync == "chrony":

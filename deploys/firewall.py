@@ -60,11 +60,16 @@ def rendered(
     return out
 
 
+# Installed with the base packages in one apt transaction (deploys/base.py); listed here too so
+# this component stands alone (then a no-op: the package fact already has it).
+PACKAGES = ["nftables"]
+
+
 @deploy("firewall: install")
 def install(ctx: DeployContext, cfg: Config) -> None:
     apt.packages(
         name="Install nftables",
-        packages=["nftables"],
+        packages=PACKAGES,
         no_recommends=True,
     )
 

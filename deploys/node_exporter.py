@@ -15,13 +15,16 @@ from deploys._files import put_files
 from deploys._service import restart_on_change
 
 SERVICE = "prometheus-node-exporter"
+# Installed with the base packages in one apt transaction (deploys/base.py); listed here too so
+# this component stands alone (then a no-op: the package fact already has it).
+PACKAGES = [SERVICE]
 
 
 @deploy("node_exporter: install")
 def install(ctx: DeployContext, cfg: Config) -> None:
     apt.packages(
         name="Install prometheus-node-exporter",
-        packages=[SERVICE],
+        packages=PACKAGES,
         no_recommends=True,
     )
 
