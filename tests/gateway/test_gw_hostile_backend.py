@@ -13,7 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import GatewayFactory, Gw, Keys, Tokens, base_config, documented_error
+from .conftest import (
+    GatewayFactory,
+    Gw,
+    Keys,
+    Tokens,
+    base_config,
+    documented_error,
+    wait_until,
+)
 from .hostile import HostileBackend, Req, Script, chat_answer, response
 
 pytestmark = pytest.mark.gateway
@@ -54,6 +62,7 @@ def hgw(
     }
     c["upstream"] = {"breaker_failures": 1000, "retries": 0}
     c["health"] = {"interval_s": 1, "timeout_s": 1, "services": {}}
+    c["qdrant"] = {"url": hostile.url}
     big = {"per_minute": 100000, "burst": 100000}
     c["rate_limits"] = {"chat_completions": big, "embeddings": big}
     return gateways(copy.deepcopy(c), "hostile")
@@ -155,3 +164,60 @@ def test_a_lone_surrogate_from_the_backend_is_a_bad_backend_not_500(
 
     script(surrogate)
     documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")
+
+
+SECRET = "hunter2-do-not-show"
+LEAKY = (
+    '{"error":{"message":"db query failed: SELECT * FROM users; password='
+    + SECRET
+    + ' host=10.1.2.3"}}'
+).encode()
+
+
+@pytest.mark.parametrize("status", [b"500 Internal Server Error", b"400 Bad Request", b"422 X"])
+def test_backend_error_text_never_reaches_the_client_but_the_log_without_secrets(
+    hgw: Gw, token: Tokens, script: Any, status: bytes
+) -> None:
+    async def leaky(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(LEAKY, status))
+
+    script(leaky)
+    r = chat(hgw, token, "alice", "alice-chat", "hi")
+    assert r.status_code in (400, 503)
+    documented_error(
+        r, r.status_code, "INVALID_PARAMS" if r.status_code == 400 else "MODEL_UNAVAILABLE"
+    )
+    for text in (SECRET, "db query failed", "SELECT", "10.1.2.3", "password"):
+        assert text not in r.text
+    rid = r.json()["error"]["request_id"]
+
+    def logged() -> str:
+        return next(
+            (line for line in hgw.log().splitlines() if rid in line and "db query" in line), ""
+        )
+
+    line = wait_until(logged, 5, "the backend's error in the gateway log")
+    assert SECRET not in line and "[redacted]" in line
+    assert SECRET not in hgw.log()
+
+
+@pytest.mark.parametrize("status", [b"500 Internal Server Error", b"400 Bad Request"])
+def test_vector_database_error_text_never_reaches_the_client(
+    hgw: Gw, token: Tokens, script: Any, status: bytes
+) -> None:
+    async def leaky(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(LEAKY, status))
+
+    script(leaky)
+    with hgw.client() as c:
+        r = c.post(
+            "/collections/docs/points/search",
+            json={"vector": [0.1], "limit": 1},
+            headers=token.headers(perms=["vector:search"]),
+        )
+    assert r.status_code in (400, 503)
+    documented_error(
+        r, r.status_code, "INVALID_PARAMS" if r.status_code == 400 else "MODEL_UNAVAILABLE"
+    )
+    for text in (SECRET, "db query failed", "SELECT", "10.1.2.3", "password"):
+        assert text not in r.text

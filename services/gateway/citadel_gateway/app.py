@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from . import __version__, logs, metrics, openapi
+from . import __version__, backend_errors, logs, metrics, openapi
 from .auth import (
     Authenticator,
     authorization,
@@ -725,22 +725,22 @@ class Gateway:
                         resp = await st.upstream.post(b.url + upath, hdrs, raw)
                         try:
                             if resp.status >= 500:
-                                text = await resp.read()
+                                backend_errors.log_failure(
+                                    ctx.request_id, b.url, resp.status, await resp.read()
+                                )
                                 outcome = False
                                 last = GatewayError(
                                     "MODEL_UNAVAILABLE",
                                     f"Model {name!r} backend failed",
-                                    {
-                                        "model": name,
-                                        "upstream_status": resp.status,
-                                        "upstream": _snippet(text),
-                                    },
+                                    {"model": name, "upstream_status": resp.status},
                                 )
                                 continue
                             outcome = True
                             if resp.status >= 400:
-                                text = await resp.read()
-                                raise _upstream_client_error(name, resp.status, text)
+                                backend_errors.log_failure(
+                                    ctx.request_id, b.url, resp.status, await resp.read()
+                                )
+                                raise _upstream_client_error(name, resp.status)
                             if stream:
                                 tmo.reschedule(None)
                                 await self._stream(ctx, resp, model.timeout_s)
@@ -900,15 +900,15 @@ class Gateway:
         finally:
             ctx.upstream_s = time.perf_counter() - t_up
             metrics.VECTOR_SEARCH.observe(ctx.upstream_s)
+        if status >= 400:
+            backend_errors.log_failure(ctx.request_id, q.url, status, data)
         if status >= 500:
             raise GatewayError(
-                "MODEL_UNAVAILABLE",
-                "Vector database failed",
-                {"upstream_status": status, "upstream": _snippet(data)},
+                "MODEL_UNAVAILABLE", "Vector database failed", {"upstream_status": status}
             )
         if status >= 400:
             raise invalid(
-                "body", _snippet(data) or f"HTTP {status}", "Vector database rejected the request"
+                "body", _rejected(status, "vector database"), "Vector database rejected the request"
             )
         await ctx.respond(200, data)
 
@@ -989,22 +989,11 @@ def _query_flag(scope: Scope, name: str) -> bool:
     return False
 
 
-def _snippet(data: bytes, n: int = 300) -> str:
-    text = data[:n].decode("utf-8", "replace")
-    try:
-        obj = json.loads(data)
-        if isinstance(obj, dict):
-            err = obj.get("error") or obj.get("status") or obj.get("detail")
-            if isinstance(err, dict):
-                err = err.get("message") or err.get("error")
-            if isinstance(err, str):
-                return err[:n]
-    except ValueError:
-        pass
-    return text
+def _rejected(status: int, by: str) -> str:
+    return f"Rejected by the {by} (HTTP {status}); its reason is in the gateway's log"
 
 
-def _upstream_client_error(name: str, status: int, text: bytes) -> GatewayError:
+def _upstream_client_error(name: str, status: int) -> GatewayError:
     if status == 404:
         return GatewayError(
             "MODEL_UNAVAILABLE", f"Model {name!r} is not served by its backend", {"model": name}
@@ -1012,7 +1001,7 @@ def _upstream_client_error(name: str, status: int, text: bytes) -> GatewayError:
     return GatewayError(
         "INVALID_PARAMS",
         "Backend rejected the request",
-        {"upstream_status": status, "issue": _snippet(text)},
+        {"upstream_status": status, "issue": _rejected(status, "model's backend")},
     )
 
 
