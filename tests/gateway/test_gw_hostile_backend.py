@@ -221,3 +221,49 @@ def test_vector_database_error_text_never_reaches_the_client(
     )
     for text in (SECRET, "db query failed", "SELECT", "10.1.2.3", "password"):
         assert text not in r.text
+
+
+@pytest.mark.parametrize(
+    "status",
+    [b"301 Moved Permanently", b"302 Found", b"304 Not Modified", b"307 Temporary Redirect"],
+)
+def test_a_backend_redirect_with_a_json_body_is_not_relayed_as_200(
+    hgw: Gw, token: Tokens, script: Any, status: bytes
+) -> None:
+    async def redirect(req: Req, w: asyncio.StreamWriter) -> None:
+        answer = chat_answer(req).split(b"\r\n\r\n", 1)[1]
+        w.write(response(answer, status, b"Location: http://127.0.0.1:9/elsewhere\r\n"))
+
+    script(redirect)
+    r = chat(hgw, token, "alice", "alice-chat", "hi")
+    err = documented_error(r, 503, "MODEL_UNAVAILABLE")
+    assert err["details"]["upstream_status"] == int(status[:3])
+    assert "location" not in r.headers
+
+
+@pytest.mark.parametrize("status", [b"401 Unauthorized", b"403 Forbidden", b"429 Too Many"])
+def test_a_backend_refusing_the_gateway_is_a_backend_failure(
+    hgw: Gw, token: Tokens, script: Any, status: bytes
+) -> None:
+    async def refuse(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(b'{"error":{"message":"no"}}', status))
+
+    script(refuse)
+    err = documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")
+    assert err["details"]["upstream_status"] == int(status[:3])
+
+
+def test_a_vector_database_redirect_is_not_followed_nor_relayed(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def redirect(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(b'{"result":[]}', b"302 Found", b"Location: /elsewhere\r\n"))
+
+    script(redirect)
+    with hgw.client() as c:
+        r = c.post(
+            "/collections/docs/points/search",
+            json={"vector": [0.1], "limit": 1},
+            headers=token.headers(perms=["vector:search"]),
+        )
+    documented_error(r, 503, "MODEL_UNAVAILABLE")

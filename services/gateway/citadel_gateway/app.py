@@ -724,10 +724,12 @@ class Gateway:
                     async with asyncio.timeout_at(deadline) as tmo:
                         resp = await st.upstream.post(b.url + upath, hdrs, raw)
                         try:
-                            if resp.status >= 500:
+                            verdict = backend_errors.verdict(resp.status)
+                            if verdict != backend_errors.OK:
                                 backend_errors.log_failure(
                                     ctx.request_id, b.url, resp.status, await resp.read()
                                 )
+                            if verdict == backend_errors.FAILED:
                                 outcome = False
                                 last = GatewayError(
                                     "MODEL_UNAVAILABLE",
@@ -736,10 +738,7 @@ class Gateway:
                                 )
                                 continue
                             outcome = True
-                            if resp.status >= 400:
-                                backend_errors.log_failure(
-                                    ctx.request_id, b.url, resp.status, await resp.read()
-                                )
+                            if verdict != backend_errors.OK:
                                 raise _upstream_client_error(name, resp.status)
                             if stream:
                                 tmo.reschedule(None)
@@ -885,7 +884,7 @@ class Gateway:
         try:
             async with asyncio.timeout(q.timeout_s):
                 async with st.session.post(
-                    q.url + ctx.scope["path"], data=raw, headers=hdrs
+                    q.url + ctx.scope["path"], data=raw, headers=hdrs, allow_redirects=False
                 ) as resp:
                     data = await resp.read()
                     status = resp.status
@@ -900,13 +899,14 @@ class Gateway:
         finally:
             ctx.upstream_s = time.perf_counter() - t_up
             metrics.VECTOR_SEARCH.observe(ctx.upstream_s)
-        if status >= 400:
+        verdict = backend_errors.verdict(status)
+        if verdict != backend_errors.OK:
             backend_errors.log_failure(ctx.request_id, q.url, status, data)
-        if status >= 500:
+        if verdict == backend_errors.FAILED:  # a 404 is a collection not found: the client's
             raise GatewayError(
                 "MODEL_UNAVAILABLE", "Vector database failed", {"upstream_status": status}
             )
-        if status >= 400:
+        if verdict != backend_errors.OK:
             raise invalid(
                 "body", _rejected(status, "vector database"), "Vector database rejected the request"
             )

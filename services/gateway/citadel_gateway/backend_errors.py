@@ -1,4 +1,10 @@
-"""What a backend says when it fails: logged here, never sent to the client.
+"""A backend's answer that is not a success: what it means, and what it said (logged here,
+never sent to the client).
+
+Only a 2xx is an answer to relay. A 400, 413 or 422 is the backend refusing the client's
+request (400 INVALID_PARAMS), a 404 a model the backend does not serve (503); anything else
+(a redirect, a 5xx, 401/403/429 and the other 4xx) is the backend failing (503, counted by the
+circuit breaker, another backend tried). Never relayed as it came, never as a 200.
 
 A backend's error text is not ours to show: it can name hosts, paths, queries and credentials
 (``password=...`` in a database error). The client gets the documented error body with the
@@ -14,6 +20,21 @@ import re
 log = logging.getLogger("citadel_gateway.backend")
 
 SUMMARY_CHARS = 200
+
+OK, REFUSED, NOT_SERVED, FAILED = "ok", "refused", "not_served", "failed"
+_REFUSED = frozenset({400, 413, 422})
+
+
+def verdict(status: int) -> str:
+    """What a backend's status means for the request: OK, REFUSED, NOT_SERVED or FAILED."""
+    if 200 <= status < 300:
+        return OK
+    if status in _REFUSED:
+        return REFUSED
+    if status == 404:
+        return NOT_SERVED
+    return FAILED
+
 
 _SECRETS = [
     # key=value / key: value for credential-like keys (JSON quoting included)
