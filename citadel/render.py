@@ -15,7 +15,6 @@ from typing import Any
 
 import jinja2
 
-from citadel.artifacts import unavailable_reason
 from citadel.components import MODULES
 from citadel.errors import CitadelError
 from citadel.model.cluster import Cluster, Host
@@ -53,20 +52,22 @@ class HostView:
         return value
 
     def deployed(self, host: Host, section: str) -> bool:
-        """The component runs on that host: not skipped, and its artifact can be had."""
+        """The component runs on that host: the host has it and the inventory does not skip it."""
         return self.skipped_reason(host, section) is None
 
     def skipped_reason(self, host: Host, section: str) -> str | None:
+        """Why the inventory does not deploy this component there, or None.
+
+        Only the inventory decides (no section, or its declared `skip`): rendering is pure and
+        never fetches or probes anything. Whether an artifact can be had changes the result of
+        a converge (it fails closed, deploys.preflight), never the shape of a rendered file.
+        """
         config = getattr(host, section, None)
         if config is None:
             return "not on this host"
         if config.skip is not None:
             return str(config.skip)
-        artifacts = self.cluster.artifacts
-        # Previews never fetch anything: there pins.yml alone decides.
-        return unavailable_reason(
-            section, config, artifacts.cache_dir, artifacts.mirror, probe=not self.masked
-        )
+        return None
 
     @property
     def masked(self) -> bool:

@@ -1,10 +1,10 @@
 """Prometheus: scrape config derived from the inventory, rules validated by promtool.
 
 Targets come from the model: every component that converges (not skipped) and serves metrics,
-with labels host / role / service. A component whose artifact cannot be had (e.g. Qdrant while
-its release is not pinned or not reachable) is left out: its target is absent, not down.
-Previews decide from the inventory and pins.yml only; a converge also tries to fetch the
-artifact on the controller (`HostView.skipped_reason`).
+with labels host / role / service. A component the inventory skips (its declared `skip`, e.g. the
+lab's Qdrant) is left out: its target is absent, not down. Only the inventory decides
+(`HostView.skipped_reason`): whether an artifact can be had changes a converge's result (it fails
+closed), never the scrape config.
 """
 
 from __future__ import annotations
@@ -80,12 +80,12 @@ Absent = Mapping[tuple[str, str], str]
 
 
 def absent_components(view: HostView) -> dict[tuple[str, str], str]:
-    """Components that will not run, with why: skipped by the inventory, or their artifact
-    cannot be had (citadel's one rule, `HostView.skipped_reason`; previews read pins.yml only).
+    """Components that will not run, with why: those the inventory skips (its declared `skip`;
+    citadel's one rule, `HostView.skipped_reason`, pure).
     """
     out: dict[tuple[str, str], str] = {}
     for h in view.cluster.hosts:
-        for section, _cfg in h.components():
+        for section, _cfg in h.sections():
             reason = view.skipped_reason(h, section)
             if reason is not None:
                 out[(h.name, section)] = reason
@@ -93,7 +93,7 @@ def absent_components(view: HostView) -> dict[tuple[str, str], str]:
 
 
 def static_absent(cluster: Cluster) -> dict[tuple[str, str], str]:
-    """`absent_components` without fetching anything (pins.yml decides): for tests and verify."""
+    """`absent_components` from the cluster alone: for tests and verify."""
     from citadel.render import HostView
     from citadel.secrets import MaskedSecrets
 

@@ -1,8 +1,9 @@
 """The gateway's config.yml as the deploy renders it: backends, Qdrant and /health services
-follow what the inventory can actually deploy."""
+follow what the inventory declares (a declared `skip` only), never artifact availability."""
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from citadel import artifacts
 from citadel.loader import load_cluster
 from citadel.render import render_host
+from citadel.secrets import SecretStore
 
 CONFIG = "/etc/citadel-gateway/config.yml"
 
@@ -21,27 +23,79 @@ def gateway_config(inventory: str) -> dict[str, Any]:
     return yaml.safe_load(rendered[CONFIG].content)
 
 
-def test_qdrant_that_cannot_be_deployed_is_a_skipped_health_service_with_its_reason(
+def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering is pure: any fetch or probe of an artifact fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendering fetched or probed an artifact")
+
+    monkeypatch.setattr(artifacts, "ensure_cached", refuse)
+    monkeypatch.setattr(artifacts, "unavailable_reason", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_production_gateway_config_carries_what_the_api_document_promises(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _no_downloads(monkeypatch)
+    cfg = gateway_config("inventory/production.yml")
+    assert set(cfg["health"]["services"]) == {
+        "llama_chat",
+        "llama_instruct",
+        "embeddings",
+        "vector_db",
+        "database",
+    }
+    assert cfg["health"]["services"]["embeddings"] == {
+        "probe": "model",
+        "model": "llama-3-embeddings",
+    }
+    assert cfg["health"]["services"]["vector_db"] == {"probe": "qdrant"}
+    assert "skipped" not in {s["probe"] for s in cfg["health"]["services"].values()}
+    assert cfg["models"]["llama-3-embeddings"]["kind"] == "embeddings"
+    assert cfg["models"]["llama-3-embeddings"]["backends"][0]["url"] == (
+        "http://192.168.10.31:11434/v1"
+    )
+    assert set(cfg["models"]) == {"llama-3-chat", "llama-3-instruct", "llama-3-embeddings"}
+    assert cfg["qdrant"]["url"] == "http://192.168.10.30:6333"
+
+
+def test_an_unavailable_artifact_never_changes_the_gateway_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unpinned Qdrant and Ollama: apply fails closed (deploys.preflight); the config keeps both."""
+    before = gateway_config("inventory/production.yml")
+    pins = artifacts.load_pins()
     unpinned = {
-        "qdrant": {v: {**e, "sha256": None} for v, e in artifacts.load_pins()["qdrant"].items()}
+        name: {v: {**e, "sha256": None} for v, e in pins[name].items()}
+        for name in ("qdrant", "ollama")
     }
     monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
+    _no_downloads(monkeypatch)
+    assert gateway_config("inventory/production.yml") == before
+
+
+def test_deploy_render_with_real_secrets_fetches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a converge writes is rendered the same pure way (real secrets, no masking)."""
+    _no_downloads(monkeypatch)
+    cluster = load_cluster("inventory/production.yml").cluster
+    names = {n for h in cluster.hosts for n in cluster.required_secrets(h)}
+    secrets = SecretStore({n: "x" for n in names}, source="test")
+    host = cluster.host("gateway")
+    rendered = {f.spec.dest: f for f in render_host(cluster, host, secrets)}
+    cfg = yaml.safe_load(rendered[CONFIG].content)
+    assert "qdrant" in cfg and "embeddings" in cfg["health"]["services"]
+
+
+def test_only_a_declared_skip_marks_qdrant_skipped_with_its_reason() -> None:
+    """The lab declares Qdrant skipped (inventory/lab.yml, lab-no-vendor-downloads)."""
     cfg = gateway_config("inventory/lab.yml")
     assert "qdrant" not in cfg  # collection search answers 503, no dead upstream
     vector_db = cfg["health"]["services"]["vector_db"]
     assert vector_db["probe"] == "skipped"
-    assert vector_db["reason"].startswith("Qdrant on vector-db is not deployed: ")
-    assert "no sha256 pinned" in vector_db["reason"]
+    assert vector_db["reason"].startswith("Qdrant on vector-db is not deployed: lab: ")
     assert cfg["health"]["services"]["database"] == {"probe": "postgres"}
-
-
-def test_deployable_qdrant_is_probed_and_proxied(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(artifacts, "_artifact_of", lambda section, config: None)
-    cfg = gateway_config("inventory/production.yml")
-    assert cfg["qdrant"]["url"] == "http://192.168.10.30:6333"
-    assert cfg["health"]["services"]["vector_db"] == {"probe": "qdrant"}
+    assert "embeddings" in cfg["health"]["services"]
 
 
 def test_backends_point_at_their_hosts_gpu_exporter_which_lets_the_gateway_in() -> None:

@@ -19,7 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module", params=["lab", "production"])
 def cluster(request: pytest.FixtureRequest) -> Cluster:
-    return load_cluster(ROOT / "inventory" / f"{request.param}.yml").cluster
+    """Production, and the lab with its declared Grafana skip lifted (its files still render)."""
+    cluster = load_cluster(ROOT / "inventory" / f"{request.param}.yml").cluster
+    return _without_grafana_skip(cluster)
+
+
+def _without_grafana_skip(cluster: Cluster) -> Cluster:
+    hosts = []
+    for h in cluster.hosts:
+        if h.grafana is not None and h.grafana.skip is not None:
+            h = h.model_copy(update={"grafana": h.grafana.model_copy(update={"skip": None})})
+        hosts.append(h)
+    return cluster.model_copy(update={"hosts": hosts})
+
+
+def test_the_lab_declares_grafana_skipped_with_its_reason() -> None:
+    """apt.grafana.com does not resolve from the lab: a declared skip, not a silent one."""
+    lab = load_cluster(ROOT / "inventory" / "lab.yml").cluster
+    grafana_cfg = lab.host("monitoring").grafana
+    assert grafana_cfg is not None and grafana_cfg.skip is not None
+    assert "apt.grafana.com" in grafana_cfg.skip
 
 
 def _files(cluster: Cluster, secrets: SecretStore | None = None) -> dict[str, str]:

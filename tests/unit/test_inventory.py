@@ -108,8 +108,15 @@ def test_lab_skips_are_explicit_and_reasoned(lab: Cluster) -> None:
         ("llm-instruct", "nvidia"),
         ("llm-embed", "nvidia"),
         ("webui", "webui"),
+        ("vector-db", "qdrant"),  # lab-no-vendor-downloads: GitHub unreachable
+        ("monitoring", "grafana"),  # lab-no-vendor-downloads: apt.grafana.com unreachable
     }
     assert all(reason and reason.startswith("lab: ") for reason in skipped.values())
+
+
+def test_production_skips_nothing(production: Cluster) -> None:
+    """Only the lab's named overrides skip; production deploys every component or fails."""
+    assert not [(h.name, s) for h in production.hosts for s, c in h.sections() if c.skip]
 
 
 def test_firewall_clients_are_derived_from_roles(production: Cluster) -> None:

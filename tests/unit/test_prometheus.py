@@ -71,20 +71,31 @@ def test_every_converging_exporter_is_a_target(cluster: Cluster) -> None:
         assert t.all_labels()["service"] == t.job
 
 
-def test_lab_scrapes_no_model_server_and_no_qdrant(monkeypatch: pytest.MonkeyPatch) -> None:
-    """llama.cpp's python server has no /metrics; an unpinned Qdrant artifact: absent."""
-    pins = artifacts.load_pins()
-    unpinned = {"qdrant": {v: {**e, "sha256": None} for v, e in pins["qdrant"].items()}}
-    monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
+def test_lab_scrapes_no_model_server_and_no_qdrant() -> None:
+    """llama.cpp's python server has no /metrics; the lab declares Qdrant skipped: absent."""
     cluster = load_cluster(ROOT / "inventory" / "lab.yml").cluster
     absent = prom.static_absent(cluster)
-    assert ("vector-db", "qdrant") in absent
+    assert absent[("vector-db", "qdrant")].startswith("lab: ")
     jobs = {t.job for t in prom.scrape_targets(cluster, absent)}
     assert "model" not in jobs
     assert "qdrant" not in jobs
     files = _files(cluster)
     assert prom.QDRANT_KEY_FILE not in files
-    assert "vector-db/qdrant: qdrant 1.18.2" in files[prom.CONFIG_FILE]
+    assert "vector-db/qdrant: lab: " in files[prom.CONFIG_FILE]
+
+
+def test_an_unpinned_artifact_leaves_the_scrape_config_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a declared skip makes a target absent; an unpinned artifact fails apply instead."""
+    cluster = load_cluster(ROOT / "inventory" / "production.yml").cluster
+    before = _files(cluster)
+    pins = artifacts.load_pins()
+    unpinned = {"qdrant": {v: {**e, "sha256": None} for v, e in pins["qdrant"].items()}}
+    monkeypatch.setattr(artifacts, "load_pins", lambda: unpinned)
+    assert prom.static_absent(cluster) == {}
+    assert _files(cluster) == before
+    assert "qdrant" in {t.job for t in prom.scrape_targets(cluster, prom.static_absent(cluster))}
 
 
 def test_production_scrapes_vllm_with_model_label() -> None:
