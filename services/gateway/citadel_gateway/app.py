@@ -32,6 +32,7 @@ from .auth import (
 from .backends import BackendState, Pool
 from .cache import ResponseCache, cache_key, cacheable
 from .config import ConfigError, GatewayConfig, Limit, config_path_from_env, load_config
+from .cors import Cors
 from .errors import GatewayError, error_body, invalid, sane_request_id
 from .health import Monitor, Stats
 from .jsoncodec import BadJSON
@@ -317,6 +318,9 @@ def validate_embeddings(body: dict[str, Any]) -> None:
 Handler = Callable[["Gateway", Ctx], Awaitable[None]]
 
 
+OPENAI_PREFIX = "/v1"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
@@ -361,12 +365,21 @@ class Gateway:
             limit="collection_search",
             proxy=True,
         )
+        # OpenAI's clients join their base URL and "/chat/completions": the document's Python SDK
+        # sets base_url without "/v1". Each /v1/ route answers there too (same route, not a copy).
+        for (method, path), route in list(self.routes.items()):
+            if path.startswith(OPENAI_PREFIX + "/"):
+                self.routes[(method, path[len(OPENAI_PREFIX) :])] = route
         self._paths = {p for _, p in self.routes}
 
     @property
     def state(self) -> State:
         assert self._state is not None, "gateway not started"
         return self._state
+
+    def cfg_now(self) -> GatewayConfig:
+        """The running config (the last good one after a reload), or the initial one."""
+        return self._state.cfg if self._state is not None else self.initial_cfg
 
     # -- lifecycle --------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -1070,4 +1083,5 @@ def create_app() -> Any:
     except ConfigError as exc:
         raise SystemExit(f"{exc}") from None
     logs.setup(cfg.logging.level)
-    return App(Gateway(path, cfg))
+    gateway = Gateway(path, cfg)
+    return Cors(App(gateway), lambda: gateway.cfg_now().cors.allowed_origins)

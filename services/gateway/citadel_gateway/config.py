@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -249,6 +250,20 @@ class Cache(_Strict):
     max_entry_bytes: int = Field(1_048_576, ge=1)
 
 
+class Cors(_Strict):
+    """Browser origins (``scheme://host[:port]``) allowed to call the API (cors.py)."""
+
+    allowed_origins: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return v
+
+
 class Metrics(_Strict):
     allow: list[str] = ["127.0.0.1/32", "::1/128"]
     multiproc_dir: str | None = None
@@ -322,6 +337,7 @@ class GatewayConfig(_Strict):
     auth: Auth
     rate_limits: RateLimits = RateLimits()
     cache: Cache = Cache()
+    cors: Cors = Cors()
     metrics: Metrics = Metrics()
     health: Health = Health()
     logging: Logging = Logging()
