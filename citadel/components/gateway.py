@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -44,6 +44,14 @@ class Auth(StrictModel):
     )
 
 
+class Cors(StrictModel):
+    """Browser origins allowed to call the API (the document's JavaScript SDK from a page)."""
+
+    allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$")]] = (
+        Field(default_factory=list)
+    )
+
+
 class Config(ComponentConfig):
     port: PortNumber = 8000
     workers: int = Field(default=2, ge=1, le=64)
@@ -52,6 +60,7 @@ class Config(ComponentConfig):
     redis_failure: Literal["open", "closed"] = "open"
     cache_ttl_s: int = Field(default=3600, ge=0)
     backend_timeout_s: float = Field(default=120, gt=0)
+    cors: Cors = Cors()
 
     def ports(self) -> list[Port]:
         return [Port(service="gateway", number=self.port, field="port")]
