@@ -1,7 +1,8 @@
 """Pinned artifacts: looked up in pins.yml, fetched once to the controller cache, sha256-checked.
 
 Nothing here fakes an artifact: when it cannot be had, `ArtifactUnavailable` says which artifact,
-from which source, and why; the deploy of that component stops and the others go on.
+from which source, and why; the converge of that host fails closed (deploys.preflight) unless the
+inventory declares the component skipped.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def ensure_cached(artifact: Artifact, cache_dir: str | Path, mirror: str | None 
 
 
 # Components that need a pinned artifact: section -> (artifact name, version) from its config.
-def _artifact_of(section: str, config: object) -> tuple[str, str] | None:
+def artifact_of(section: str, config: object) -> tuple[str, str] | None:
     if section == "qdrant":
         return ("qdrant", str(getattr(config, "version", "")))
     if section == "model" and getattr(config, "engine", None) == "ollama":
@@ -131,7 +132,9 @@ def _artifact_of(section: str, config: object) -> tuple[str, str] | None:
     return None
 
 
-_AVAILABILITY: dict[tuple[str, str, str, str | None], str | None] = {}
+_artifact_of = artifact_of  # the name citadel.pins uses
+
+_AVAILABILITY: dict[tuple[str, str, str, str, str | None], str | None] = {}
 
 
 def unavailable_reason(
@@ -144,12 +147,12 @@ def unavailable_reason(
 ) -> str | None:
     """Why a component cannot be installed (its artifact), or None.
 
-    Without `probe` only pins.yml decides (pure: an artifact with no sha256 pinned is never
+    Without `probe` only pins.yml decides (an artifact with no sha256 pinned is never
     installed); with it, the artifact is fetched into the controller cache once per process.
-    Deploys stop such a component with this line; scrape configs and gateway backends leave it
-    out, so a component that cannot be installed is absent, not down.
+    Only the converge's preflight asks (deploys.preflight), which fails the host with this line;
+    rendering never does (a config's shape follows the inventory alone).
     """
-    wanted = _artifact_of(section, config)
+    wanted = artifact_of(section, config)
     if wanted is None:
         return None
     try:
@@ -163,7 +166,7 @@ def unavailable_reason(
         )
     if not probe:
         return None
-    key = (wanted[0], wanted[1], str(cache_dir), mirror)
+    key = (wanted[0], wanted[1], arch, str(cache_dir), mirror)
     if key not in _AVAILABILITY:
         try:
             ensure_cached(artifact, cache_dir, mirror)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,33 +86,69 @@ def run_pyinfra(
     if fail_percent is not None:
         cmd += ["--fail-percent", str(fail_percent)]
     cmd += [str(pyinfra_inventory_file(inventory_yml)), "deploy.py"]
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=None if stream else subprocess.PIPE,
-            text=True,
-            check=False,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise CitadelError(f"pyinfra did not finish within {timeout:.0f} s; stopped it") from None
+    returncode, stdout, stderr = _run(cmd, stream=stream, timeout=timeout)
     # pyinfra's JSON is the last thing on stdout; anything a remote command printed before it
     # (rare, but seen) is not part of the report.
-    start = proc.stdout.rfind('{"plan":')
+    start = stdout.rfind('{"plan":')
     try:
-        return dict(json.loads(proc.stdout[start if start >= 0 else 0 :]))
+        return dict(json.loads(stdout[start if start >= 0 else 0 :]))
     except json.JSONDecodeError:
-        keep = ROOT / "reports" / "pyinfra-stdout.txt"
-        keep.parent.mkdir(exist_ok=True)
-        keep.write_text(proc.stdout)
-        detail = (proc.stderr or "").strip().splitlines()[-3:] if not stream else []
-        raise CitadelError(
-            f"pyinfra exited {proc.returncode} without a JSON report"
-            + (": " + " | ".join(detail) if detail else " (see its output above)")
-            + f"; its stdout is in {keep}"
-        ) from None
+        pass
+    # No report: pyinfra stopped before running anything. An error it reports as one line (e.g.
+    # deploys.Undeployable: a component that cannot be deployed) is the whole story.
+    errors = [m.group("message") for m in map(PYINFRA_ERROR.search, stderr) if m]
+    if errors:
+        raise CitadelError(errors[-1])
+    keep = ROOT / "reports" / "pyinfra-stdout.txt"
+    keep.parent.mkdir(exist_ok=True)
+    keep.write_text(stdout)
+    detail = [line.strip() for line in stderr if line.strip()][-3:] if not stream else []
+    raise CitadelError(
+        f"pyinfra exited {returncode} without a JSON report"
+        + (": " + " | ".join(detail) if detail else " (see its output above)")
+        + f"; its stdout is in {keep}"
+    )
+
+
+# How pyinfra's CLI prints a PyinfraError raised by deploy code (pyinfra_cli.exceptions
+# WrappedError): `--> pyinfra error in FILE line N: MESSAGE`, colourless when piped.
+PYINFRA_ERROR = re.compile(r"--> pyinfra error(?: in \S.*? line \d+)?: (?P<message>.+?)\s*$")
+
+
+def _run(cmd: list[str], *, stream: bool, timeout: float | None) -> tuple[int, str, list[str]]:
+    """Run pyinfra: stdout collected, stderr collected and (stream) passed on as it comes,
+    except pyinfra's own error line, which the caller reports once."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out: list[str] = []
+    err: list[str] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        out.append(proc.stdout.read())
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line)
+            if stream and not PYINFRA_ERROR.search(line):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
+    for reader in readers:
+        reader.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise CitadelError(f"pyinfra did not finish within {timeout:.0f} s; stopped it") from None
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+    return returncode, "".join(out), err
 
 
 def plan_by_host(report: dict[str, Any]) -> dict[str, HostPlan]:
