@@ -64,6 +64,24 @@ SEEN_TTL_S = 30.0
 SEEN_MAX = 50_000
 
 
+class MalformedReply(ValueError):
+    """Redis answered the GCRA script with something it cannot return: not four integers."""
+
+
+def gcra_reply(reply: Any) -> tuple[int, int, int, int]:
+    """The script's ``{allowed, remaining, retry_us, reset_us}``; :class:`MalformedReply` for
+    anything else (an integer, nil, a short array, strings): Redis is then as good as down, and
+    the configured ``redis.failure_mode`` decides, as for an outage."""
+    if (
+        isinstance(reply, list)
+        and len(reply) == 4
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in reply)
+    ):
+        allowed, remaining, retry_us, reset_us = reply
+        return allowed, remaining, retry_us, reset_us
+    raise MalformedReply(f"malformed GCRA reply: {type(reply).__name__}")
+
+
 class Pending:
     """A rate-limit EVALSHA already written to Redis; :meth:`decision` waits for its answer."""
 
@@ -80,7 +98,10 @@ class Pending:
         fut = self.future
         if not fut.done() or fut.cancelled() or fut.exception() is not None:
             return None
-        return bool(fut.result()[0])
+        try:
+            return bool(gcra_reply(fut.result())[0])
+        except MalformedReply:
+            return None  # decision() reports it
 
     async def decision(self) -> Decision:
         """Raises :class:`RedisUnavailable` when Redis could not answer."""
@@ -92,11 +113,11 @@ class Pending:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
                 reply = await limiter.evalsha(self._key, self._limit)
+            return limiter.decide(self._key, self._limit, reply)
         except RedisUnavailable:
             raise
         except Exception as exc:
             raise limiter.conn.failed("ratelimit", exc) from None
-        return limiter.decide(self._key, self._limit, reply)
 
 
 class RateLimiter:
@@ -128,7 +149,10 @@ class RateLimiter:
         """Raises :class:`RedisUnavailable` when Redis cannot answer."""
         key = self.key(bucket, subject)
         reply = await self.conn.call("ratelimit", lambda _: self.evalsha(key, limit))
-        return self.decide(key, limit, reply)
+        try:
+            return self.decide(key, limit, reply)
+        except MalformedReply as exc:
+            raise self.conn.failed("ratelimit", exc) from None
 
     def start(self, bucket: str, subject: str, limit: Limit) -> Pending | None:
         """Put the decision on the wire without waiting, when the subject's last decision left
@@ -168,15 +192,16 @@ class RateLimiter:
             self._overlapping.pop(key, None)
 
     def decide(self, key: str, limit: Limit, reply: Any) -> Decision:
-        allowed, remaining, retry_us, reset_us = reply
+        """Raises :class:`MalformedReply` for a reply the script cannot give."""
+        allowed, remaining, retry_us, reset_us = gcra_reply(reply)
         if len(self._seen) >= SEEN_MAX:
             self._seen.clear()
-        self._seen[key] = (int(remaining), time.monotonic())
+        self._seen[key] = (remaining, time.monotonic())
         now = time.time()
         return Decision(
             allowed=bool(allowed),
             limit=limit.per_minute,
-            remaining=int(remaining),
-            retry_after_s=max(1, math.ceil(int(retry_us) / 1e6)) if not allowed else 0,
-            reset_epoch=math.ceil(now + int(reset_us) / 1e6),
+            remaining=remaining,
+            retry_after_s=max(1, math.ceil(retry_us / 1e6)) if not allowed else 0,
+            reset_epoch=math.ceil(now + reset_us / 1e6),
         )

@@ -45,7 +45,10 @@ class _Incomplete(Exception):
     pass
 
 
-def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Any, int]:
+MAX_NESTING = 8  # arrays in arrays: the replies read here nest one level at most
+
+
+def parse(buf: bytes | bytearray, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
     """One reply starting at ``pos`` -> (value, next position). Raises _Incomplete."""
     end = buf.find(b"\r\n", pos)
     if end < 0:
@@ -69,9 +72,11 @@ def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Any, int]:
         count = int(line)
         if count < 0:
             return None, nxt
+        if depth >= MAX_NESTING:
+            raise RespConnectionError(f"arrays nested deeper than {MAX_NESTING}")
         items = []
         for _ in range(count):
-            item, nxt = parse(buf, nxt)
+            item, nxt = parse(buf, nxt, depth + 1)
             items.append(item)
         return items, nxt
     raise RespConnectionError(f"unexpected reply type {kind!r}")

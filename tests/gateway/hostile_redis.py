@@ -1,0 +1,92 @@
+"""A scripted, hostile Redis for the gateway tests (loopback only, its own thread).
+
+It answers what the gateway asks on connect and for its cache as a Redis would (``+PONG``,
+``+OK``, nil), and the rate limiter's ``EVALSHA`` with the raw RESP replies of :attr:`evalsha`
+in turn (the last one repeated): a valid ``{1, 9, 0, 1000}`` and then malformed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from citadel_gateway.ratelimit import GCRA_SHA
+from citadel_gateway.resp import _Incomplete, parse
+
+VALID = b"*4\r\n:1\r\n:9\r\n:0\r\n:1000000\r\n"
+
+
+@dataclass
+class HostileRedis:
+    evalsha: list[bytes] = field(default_factory=lambda: [VALID])
+    evalshas: int = 0
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def answer(self, cmd: list[bytes]) -> bytes:
+        name = cmd[0].upper() if cmd else b""
+        if name == b"EVALSHA":
+            reply = self.evalsha[min(self.evalshas, len(self.evalsha) - 1)]
+            self.evalshas += 1
+            return reply
+        if name == b"SCRIPT":
+            return b"$40\r\n" + GCRA_SHA.encode() + b"\r\n"
+        if name == b"PING":
+            return b"+PONG\r\n"
+        if name == b"GET":
+            return b"$-1\r\n"
+        return b"+OK\r\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = b""
+        try:
+            while data := await reader.read(65536):
+                buf += data
+                while buf:
+                    try:
+                        cmd, used = parse(buf)
+                    except _Incomplete:
+                        break
+                    buf = buf[used:]
+                    writer.write(self.answer(cmd))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def start(self) -> HostileRedis:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                server.close()
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
