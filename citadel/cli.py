@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from citadel import pins
+from citadel.acceptance import acceptance_junit, run_acceptance
 from citadel.converge import (
     HostResult,
     format_plan,
@@ -162,7 +163,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if junit.exists():
         print(format_summary(summarize(junit, [h.name for h in loaded.cluster.hosts])))
         print(f"junit: {junit}")
-    return 0 if rc == 0 else 1
+    accepted = run_acceptance(args.inventory, acceptance_junit(junit))
+    return 0 if rc == 0 and accepted == 0 else 1
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -207,6 +209,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     write_report(Path(args.report), report_payload(results, seconds))
     junit = Path(args.junit)
     verify_rc = run_verify(args.inventory, junit)
+    verify_rc |= run_acceptance(args.inventory, acceptance_junit(junit))
     print("\n== summary ==")
     if junit.exists():
         print(format_summary(summarize(junit, names)))
@@ -281,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "verify",
         cmd_verify,
-        "testinfra checks against every host (JUnit XML + summary)",
+        "testinfra checks on every host, then the API document's examples (JUnit + summaries)",
         inventory=LAB_INVENTORY,
     )
     p.add_argument("--junit", default="reports/verify.xml")
