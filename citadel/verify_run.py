@@ -11,11 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _PARAM = re.compile(r"\[([^\]]+)\]$")
+# How tests/verify/conftest.py words a skip it turned into a failure (tests/verify/declared.py).
+UNDECLARED_SKIP = "undeclared skip"
 
 
 @dataclass
 class Cell:
-    """One component on one host: how its checks ended."""
+    """One component on one host: how its checks ended. Only a skip the inventory declares is a
+    skip; any other is a failure (tests/verify/conftest.py), listed with its reason."""
 
     passed: int = 0
     failed: list[str] = field(default_factory=list)
@@ -69,9 +72,17 @@ def summarize(junit: Path, hosts: list[str] | None = None) -> dict[tuple[str, st
             failure = case.find("error")
         skipped = case.find("skipped")
         if failure is not None:
-            cell.failed.append(case.get("name", "?"))
+            name = case.get("name", "?")
+            message = failure.get("message") or ""
+            # tests/verify/conftest.py fails a skip the inventory does not declare
+            if UNDECLARED_SKIP in message:
+                detail = message[message.index(UNDECLARED_SKIP) :].rstrip('"')
+                name += f" [{detail}]"
+            cell.failed.append(name)
         elif skipped is not None:
-            reason = (skipped.get("message") or "").removeprefix("Skipped: ")
+            reason = skipped.get("message") or ""
+            for prefix in ("Skipped: ", "DeclaredSkip: "):
+                reason = reason.removeprefix(prefix)
             cell.skipped.add(reason)
         else:
             cell.passed += 1

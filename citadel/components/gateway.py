@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from citadel.errors import CitadelError
-from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -42,6 +42,20 @@ class Auth(StrictModel):
     route_permissions: dict[str, str] = Field(
         default_factory=lambda: {"/collections/*": "vector:search"}
     )
+    # The secret (CITADEL_SECRET_<NAME>) holding the bearer token `citadel verify` sends when the
+    # gateway trusts a JWKS: operators mint it from their identity provider with every permission
+    # of route_permissions (docs/gateway-auth.md). Never written to a host. With a local key
+    # (the lab) verify mints its own token instead.
+    verify_token_secret: SecretName | None = None
+
+    @model_validator(mode="after")
+    def _verify_credential(self) -> Auth:
+        if self.jwks_url is not None and self.verify_token_secret is None:
+            raise ValueError(
+                "verify_token_secret is required with jwks_url: name the secret holding the "
+                "token `citadel verify` authenticates with (docs/gateway-auth.md)"
+            )
+        return self
 
 
 class Cors(StrictModel):
@@ -66,7 +80,10 @@ class Config(ComponentConfig):
         return [Port(service="gateway", number=self.port, field="port")]
 
     def secrets(self) -> list[str]:
-        return ["redis_password", "qdrant_api_key"]
+        # The verify credential only where verify cannot mint its own (a JWKS, not a local key).
+        auth = self.auth
+        verify = [auth.verify_token_secret] if auth.jwks_url and auth.verify_token_secret else []
+        return ["redis_password", "qdrant_api_key", *verify]
 
 
 ETC = "/etc/citadel-gateway"

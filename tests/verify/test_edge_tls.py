@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from tests.verify.declared import wait_for
 
 COMPONENT = "edge_tls"
+GATEWAY_SETTLE_S = 30  # the gateway (re)started by the converge just before
 
 
 def test_nginx_runs_and_config_is_valid(target):
@@ -32,12 +33,17 @@ def test_certificate_is_the_configured_one(target):
 def test_health_through_tls_from_another_host(target):
     gw = target.host
     client = next(h.name for h in target.cluster.hosts if h.name != gw.name)
-    http = target.on(client).run(
-        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "
-        f"http://{gw.address}:{gw.gateway.port}/health"
+    http = wait_for(
+        lambda: target.on(client).run(
+            f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "
+            f"http://{gw.address}:{gw.gateway.port}/health"
+        ),
+        lambda got: got.stdout.strip() == "200",
+        timeout_s=GATEWAY_SETTLE_S,
     )
-    if http.stdout.strip() != "200":
-        pytest.skip(f"the gateway does not answer on :{gw.gateway.port}/health yet ({http.stdout})")
+    assert http.stdout.strip() == "200", (
+        f"the gateway does not answer on :{gw.gateway.port}/health ({http.stdout}{http.stderr})"
+    )
     out = target.on(client).check_output(
         f"curl -sk -i --max-time 10 https://{gw.address}:{gw.edge_tls.port}/health"
     )

@@ -1,18 +1,22 @@
 """gateway: the API document's front door answers on the gateway host, exactly as documented.
 
 Requests go from the webui host (an ordinary client of the gateway) and, for /metrics, from the
-monitoring host; tokens are minted with the inventory's dev signing key when it has one.
+monitoring host. Tokens: minted with the inventory's dev signing key when it has one (the lab);
+with a JWKS (production) the token of the secret `gateway.auth.verify_token_secret` names, minted
+by the operators from their identity provider with the claims of docs/gateway-auth.md.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from citadel.components.gateway import HEALTH_NAMES
+from tests.verify.declared import declared_skip, deployed_host, wait_for
 
 COMPONENT = "gateway"
 HEALTH_SETTLE_S = 20
@@ -26,7 +30,10 @@ CHAT = {
 def _token(target: Any) -> str:
     auth = target.host.gateway.auth
     if not auth.public_key_file:
-        pytest.skip("the gateway uses a JWKS here; no local key to mint a test token")
+        # A JWKS: the operators' verification token, named by the inventory.
+        if not auth.verify_token_secret:
+            pytest.fail("gateway.auth.verify_token_secret is not set: no credential to verify with")
+        return str(target.secret(auth.verify_token_secret))
     from citadel_gateway.devtoken import mint
 
     private = Path(auth.public_key_file).with_name("private.pem")
@@ -78,43 +85,52 @@ def test_service_runs(target):
     assert service.is_running and service.is_enabled
 
 
-def _undeployable_qdrant(target: Any) -> str | None:
-    """Why the inventory's Qdrant cannot be deployed (pins.yml alone decides), or None."""
-    from citadel.artifacts import unavailable_reason
-
+def _declared_qdrant_skip(target: Any) -> str | None:
+    """The skip the inventory declares for its Qdrant (the only thing that skips it), or None."""
     for h in target.cluster.with_role("qdrant"):
-        if h.qdrant is not None:
-            if h.qdrant.skip is not None:
-                return str(h.qdrant.skip)
-            settings = target.cluster.artifacts
-            return unavailable_reason(
-                "qdrant", h.qdrant, settings.cache_dir, settings.mirror, probe=False
-            )
+        if h.qdrant is not None and h.qdrant.skip is not None:
+            return str(h.qdrant.skip)
     return None
+
+
+def _promised_services(target: Any) -> set[str]:
+    """The /health services the inventory promises (the API document's five in production)."""
+    cluster = target.cluster
+    names = {
+        HEALTH_NAMES[h.model.api]
+        for h in cluster.model_hosts()
+        if h.model is not None and h.model.skip is None
+    }
+    if cluster.with_role("qdrant"):
+        names.add("vector_db")  # "skipped" where the inventory declares it
+    if cluster.with_role("postgres"):
+        names.add("database")
+    return names
 
 
 def test_health_reports_every_deployed_service_healthy(target):
     # A model server restarted by the converge just before is re-admitted at the gateway's next
     # health probe (every few seconds): give /health two probe intervals and some slack.
-    deadline = time.monotonic() + HEALTH_SETTLE_S
-    while True:
-        status, _, body = _curl(_client(target), _url(target, "/health"))
-        if (status == 200 and body["status"] == "healthy") or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    status, _, body = wait_for(
+        lambda: _curl(_client(target), _url(target, "/health")),
+        lambda got: got[0] == 200 and got[2]["status"] == "healthy",
+        timeout_s=HEALTH_SETTLE_S,
+        interval_s=1,
+    )
     assert status == 200
     assert set(body) == {"status", "timestamp", "services", "performance"}
     assert body["status"] == "healthy", body
+    assert set(body["services"]) == _promised_services(target), body
     skipped = {name for name, state in body["services"].items() if state == "skipped"}
-    # only what the inventory cannot deploy is skipped (the lab: Qdrant, no artifact pinned)
-    assert skipped == ({"vector_db"} if _undeployable_qdrant(target) else set()), body
+    # only what the inventory declares skipped is (the lab: Qdrant, lab-no-vendor-downloads)
+    assert skipped == ({"vector_db"} if _declared_qdrant_skip(target) else set()), body
     assert all(body["services"][name] == "healthy" for name in set(body["services"]) - skipped)
 
 
 def test_health_names_why_a_service_is_skipped(target):
-    reason = _undeployable_qdrant(target)
+    reason = _declared_qdrant_skip(target)
     if reason is None:
-        pytest.skip("every service of this inventory is deployed")
+        declared_skip("the inventory skips no service the gateway reports")
     status, _, body = _curl(
         _client(target), _url(target, "/health?detailed=true"), token=_token(target)
     )
@@ -168,10 +184,8 @@ def test_document_embeddings_route_returns_one_vector_per_input(target):
 
 
 def test_metrics_are_for_the_monitoring_host_only(target):
-    monitoring = target.cluster.with_role("monitoring")
-    if not monitoring:
-        pytest.skip("no monitoring host in this inventory")
-    out = target.on(monitoring[0].name).check_output(
+    monitoring = deployed_host(target.cluster, "prometheus")
+    out = target.on(monitoring.name).check_output(
         f"curl -sS --max-time 10 {_url(target, '/metrics')}"
     )
     assert "http_requests_total" in out

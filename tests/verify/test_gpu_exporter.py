@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
+from tests.verify.declared import deployed_host, wait_for
 
 COMPONENT = "gpu_exporter"
+SCRAPE_SETTLE_S = 60  # a (re)started exporter is up at Prometheus' next scrapes
 
 
 def _metrics(target) -> str:
@@ -45,19 +46,23 @@ def test_serves_nvidia_gpu_up(target):
 
 
 def test_prometheus_scrapes_it(target):
-    monitoring = [h for h in target.cluster.with_role("monitoring") if h.prometheus is not None]
-    if not monitoring:
-        pytest.skip("no monitoring host in this inventory")
-    prom = monitoring[0]
+    prom = deployed_host(target.cluster, "prometheus")
     url = f"http://{prom.address}:{prom.prometheus.port}/api/v1/query"
     query = (
         f'up{{job="gpu_exporter",instance="{target.host.address}:{target.host.gpu_exporter.port}"}}'
     )
-    out = target.on(prom.name).run(
-        f"curl -sf --max-time 10 -G {url} --data-urlencode 'query={query}'"
+
+    def scraped() -> tuple[int, list]:
+        out = target.on(prom.name).run(
+            f"curl -sf --max-time 10 -G {url} --data-urlencode 'query={query}'"
+        )
+        return out.rc, (json.loads(out.stdout)["data"]["result"] if out.rc == 0 else [])
+
+    rc, result = wait_for(
+        scraped,
+        lambda got: got[0] == 0 and got[1][:1] != [] and got[1][0]["value"][1] == "1",
+        timeout_s=SCRAPE_SETTLE_S,
     )
-    if out.rc != 0:
-        pytest.skip(f"Prometheus on {prom.name} does not answer (not converged yet?)")
-    result = json.loads(out.stdout)["data"]["result"]
+    assert rc == 0, f"Prometheus on {prom.name} does not answer (curl exit {rc})"
     assert result, f"Prometheus has no gpu_exporter target for {target.host.name}"
     assert result[0]["value"][1] == "1"

@@ -1,6 +1,6 @@
 """qdrant: /readyz; the API key is enforced; the document's create / upsert / search (with its
-payload filter) work with the key. Where the pinned artifact cannot be had, every test here is
-reported skipped with that reason (tests/verify/conftest.py, citadel's one availability rule).
+payload filter) work with the key. Where the inventory declares Qdrant skipped (the lab), every
+test here is reported skipped with that reason (tests/verify/conftest.py); nowhere else.
 
 The key is read on the host from /etc/qdrant/api-key.header (curl -H @file), never passed in a
 command line.
