@@ -87,3 +87,40 @@ def test_two_hosts_needing_the_same_uncached_wheel_both_finish(
     # built once, the same wheel handed to both
     assert proc.stdout.strip().splitlines()[-1] == "['citadel_cold_probe-0.1.0-py3-none-any.whl']"
     assert len(list((tmp_path / "cache" / "wheels").glob("*.whl"))) == 1
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from citadel import wheels
+
+    with wheels.file_lock(Path(sys.argv[1])):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
+    """
+)
+
+
+def test_two_runs_on_one_machine_still_wait_for_each_other(tmp_path: Path) -> None:
+    """The cross-process flock stays: a second run waits until the first one lets go."""
+    import time
+
+    directory = tmp_path / "wheels"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory), "1.5"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with wheels_lock(directory):
+            waited = time.monotonic() - t0
+        assert waited >= 1.0, f"took the lock after {waited:.2f} s while another run held it"
+    finally:
+        holder.wait(timeout=30)
+
+
+def wheels_lock(directory: Path):  # imported late: the module under test, in this process
+    from citadel import wheels
+
+    return wheels.file_lock(directory)
