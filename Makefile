@@ -25,6 +25,16 @@ validate: install
 	$(VENV)/bin/citadel validate -i inventory/production.yml
 	$(VENV)/bin/citadel validate -i inventory/lab.yml
 
+## Benchmarks (bench/RESULTS.md): installs what they need (bench/install.sh: wrk and the other
+## tools from Debian, as root), then bench/gateway.py and bench/converge.py (root: a bench lab of
+## its own). A missing tool or a run without a successful request stops with one line, exit 1.
+BENCH_GATEWAY_ARGS ?=
+BENCH_CONVERGE_ARGS ?=
+bench: install
+	bench/install.sh
+	$(VENV)/bin/python bench/gateway.py $(BENCH_GATEWAY_ARGS)
+	$(VENV)/bin/python bench/converge.py $(BENCH_CONVERGE_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

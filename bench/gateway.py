@@ -21,12 +21,18 @@ Loads, each run ``--duration`` seconds, non-streaming and streaming:
 
 Writes the gateway section of ``bench/RESULTS.md`` (other sections kept) and
 ``bench/out/gateway.json``.
+
+A missing tool (``wrk``, ``taskset``, ``redis-server``, ...; ``make bench`` installs them), a
+LiteLLM that cannot be installed (unless ``--no-litellm``) or a run in which no request
+succeeded is an error (:class:`BenchError`): the benchmark stops with one line naming it and
+exits 1; it never writes a figure for a run that did not happen.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -50,6 +56,40 @@ OUT = ROOT / "bench" / "out"
 MODEL = "bench-chat"  # no "llama-3" in the name: LiteLLM would try to fetch a tokenizer
 CPU_TARGET, CPU_LOAD = "1", "0"
 RT_SERVER, RT_CLIENT = 2, 1  # SCHED_FIFO priorities for the "isolated" open-loop runs
+
+# command -> the Debian package that has it (``make bench`` installs them: bench/install.sh)
+TOOLS = {
+    "wrk": "wrk",
+    "taskset": "util-linux",
+    "chrt": "util-linux",
+    "unshare": "util-linux",
+    "ip": "iproute2",
+    "redis-server": "redis-server",
+}
+# Python modules the bench itself imports (the gateway's own come with its package)
+MODULES = ("uvloop", "aiohttp", "yaml", "cryptography")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot give a true figure; the message (one line) says why."""
+
+
+def require_tools(which: Any = None, find_spec: Any = None) -> None:
+    """Every command and Python module the run needs is there, or one :class:`BenchError`."""
+    which = which or shutil.which
+    find_spec = find_spec or importlib.util.find_spec
+    missing = [cmd for cmd in TOOLS if which(cmd) is None]
+    if missing:
+        pkgs = " ".join(sorted({TOOLS[c] for c in missing}))
+        raise BenchError(
+            f"missing tool(s): {', '.join(missing)} (apt-get install {pkgs}, or make bench)"
+        )
+    mods = [m for m in MODULES if find_spec(m) is None]
+    if mods:
+        raise BenchError(
+            f"missing Python module(s) in {sys.executable}: {', '.join(mods)} "
+            "(pip install -e services/gateway, or make bench)"
+        )
 
 
 def set_rt(pid: int, prio: int | None) -> bool:
@@ -221,7 +261,7 @@ def wait_port(port: int, timeout: float = 60) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open")
+    raise BenchError(f"port {port} did not open within {timeout:g} s")
 
 
 def pctl(values: list[float], p: float) -> float:
@@ -239,7 +279,34 @@ wrk.headers["Authorization"] = "Bearer {token}"
 """
 
 
+def parse_wrk(url: str, returncode: int, out: str, err: str = "") -> dict[str, Any]:
+    """wrk's report as figures; a failed run or one without a successful request raises."""
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    total = re.search(r"(\d+) requests in ", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if returncode != 0 or not rps or not total:
+        why = (err.strip() or out.strip() or f"exit status {returncode}").splitlines()[-1]
+        raise BenchError(f"wrk against {url} failed (exit status {returncode}): {why}")
+    requests, bad = int(total.group(1)), int(non2xx.group(1)) if non2xx else 0
+    if requests - bad <= 0:
+        raise BenchError(
+            f"wrk against {url}: no successful request ({requests} sent, {bad} non-2xx"
+            + (f", {errors.group(0)}" if errors else "")
+            + ")"
+        )
+    return {
+        "rps": float(rps.group(1)),
+        "requests": requests,
+        "non_2xx": bad,
+        "socket_errors": errors.group(0) if errors else "",
+    }
+
+
 def run_wrk(url: str, body: bytes, token: str, duration: int, workdir: Path) -> dict[str, Any]:
+    for tool in ("taskset", "wrk"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found (apt-get install {TOOLS[tool]}, or make bench)")
     lua = workdir / "wrk.lua"
     lua.write_text(WRK_LUA.format(body=json.dumps(body.decode()), token=token))
     cmd = [
@@ -255,15 +322,8 @@ def run_wrk(url: str, body: bytes, token: str, duration: int, workdir: Path) -> 
         str(lua),
         url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return {
-        "rps": float(rps.group(1)) if rps else 0.0,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(0) if errors else "",
-    }
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    return parse_wrk(url, run.returncode, run.stdout, run.stderr)
 
 
 async def open_loop(
@@ -279,9 +339,12 @@ async def open_loop(
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
         # warm the pool
-        for _ in range(20):
-            async with s.post(url, data=body, headers=headers) as r:
-                await r.read()
+        try:
+            for _ in range(20):
+                async with s.post(url, data=body, headers=headers) as r:
+                    await r.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BenchError(f"open loop against {url}: warm-up failed: {exc}") from exc
         clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
         start = clock() + 0.2
 
@@ -306,6 +369,8 @@ async def open_loop(
             lat.append((clock() - sched) * 1000)
 
         await asyncio.gather(*(one(i) for i in range(n)))
+    if not lat:
+        raise BenchError(f"open loop against {url}: no successful request ({errors} of {n} failed)")
     return {
         "sent": n,
         "ok": len(lat),
@@ -340,7 +405,11 @@ def open_loop_pinned(
         timeout=duration + 120,
     )
     if out.returncode != 0:
-        return {"error": out.stderr[-500:]}
+        lines = out.stderr.strip().splitlines()
+        why = lines[-1] if lines else f"exit status {out.returncode}"
+        if "BenchError: " in why:  # the client's own one-line reason
+            raise BenchError(why.split("BenchError: ", 1)[1])
+        raise BenchError(f"open-loop client against {url} failed: {why}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -484,7 +553,7 @@ def inner(args: argparse.Namespace) -> None:
             )
             targets["litellm"] = f"http://127.0.0.1:{lport}/v1/chat/completions"
         elif not args.no_litellm:
-            litellm_note = f"LiteLLM not available ({LITELLM_PIN} could not be installed)"
+            raise BenchError(f"{lbin} not found ({LITELLM_PIN}); --no-litellm runs without it")
         for url in targets.values():
             port = int(url.split(":")[2].split("/")[0])
             wait_port(port, 120)
@@ -729,6 +798,7 @@ def write_results(meta: dict[str, Any], results: dict[str, Any]) -> None:
 
 
 def ensure_litellm() -> None:
+    """LiteLLM pinned into bench/.venv-litellm, or :class:`BenchError` (``--no-litellm``)."""
     if (LITELLM_VENV / "bin" / "litellm").exists():
         return
     print(f"[bench] installing {LITELLM_PIN} into {LITELLM_VENV}", flush=True)
@@ -740,10 +810,20 @@ def ensure_litellm() -> None:
             timeout=900,
         )
     except (subprocess.SubprocessError, OSError) as exc:
-        print(f"[bench] LiteLLM install failed: {exc}", flush=True)
+        raise BenchError(
+            f"{LITELLM_PIN} could not be installed into {LITELLM_VENV} ({exc}); "
+            "--no-litellm compares gateway and direct only"
+        ) from exc
 
 
 def main() -> None:
+    try:
+        _main()
+    except BenchError as exc:
+        sys.exit(f"bench: {exc}")
+
+
+def _main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=12)
     ap.add_argument("--rate", type=float, default=200)
@@ -762,6 +842,7 @@ def main() -> None:
     if args.backend:
         run_backend(args.backend)
         return
+    require_tools()
     if args.inner:
         inner(args)
         return
