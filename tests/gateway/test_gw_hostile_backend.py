@@ -60,7 +60,7 @@ def hgw(
         "bob-chat": {"kind": "chat", "backends": [up], "timeout_s": 5},
         "alice-embed": {"kind": "embeddings", "backends": [up], "timeout_s": 5},
     }
-    c["upstream"] = {"breaker_failures": 1000, "retries": 0}
+    c["upstream"] = {"breaker_failures": 1000, "retries": 0}  # max_response_bytes: 16 MiB
     c["health"] = {"interval_s": 1, "timeout_s": 1, "services": {}}
     c["qdrant"] = {"url": hostile.url}
     big = {"per_minute": 100000, "burst": 100000}
@@ -267,3 +267,62 @@ def test_a_vector_database_redirect_is_not_followed_nor_relayed(
             headers=token.headers(perms=["vector:search"]),
         )
     documented_error(r, 503, "MODEL_UNAVAILABLE")
+
+
+def test_a_300_mb_backend_answer_is_503_not_buffered(hgw: Gw, token: Tokens, script: Any) -> None:
+    async def huge(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (300 * 1024 * 1024))
+        for _ in range(300):
+            w.write(b" " * 1024 * 1024)
+            await w.drain()
+
+    script(huge)
+    err = documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")
+    assert err["details"] == {"model": "alice-chat", "reason": "too_large"}
+
+
+def test_a_backend_answer_with_200000_headers_is_503(hgw: Gw, token: Tokens, script: Any) -> None:
+    async def many(req: Req, w: asyncio.StreamWriter) -> None:
+        lines = b"".join(b"X-H%d: v\r\n" % i for i in range(200_000))
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + lines + b"\r\n{}")
+
+    script(many)
+    err = documented_error(chat(hgw, token, "alice", "alice-chat", "hi"), 503, "MODEL_UNAVAILABLE")
+    assert err["details"]["reason"] == "too_large"
+
+
+def test_a_large_streamed_answer_is_relayed_not_refused(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    event = b"data: " + b"x" * 1000 + b"\n\n"
+
+    async def long_stream(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+        for _ in range(20_000):  # ~20 MB, more than max_response_bytes
+            w.write(event)
+        w.write(b"data: [DONE]\n\n")
+        await w.drain()
+        w.close()
+
+    script(long_stream)
+    body = {"model": "alice-chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with hgw.client() as c:
+        r = c.post("/v1/chat/completions", json=body, headers=token.headers("alice"))
+    assert r.status_code == 200
+    assert len(r.content) > 20_000_000 and r.content.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_vector_database_answer_over_max_response_bytes_is_503(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def huge(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(b"[" + b"1," * (9 * 1024 * 1024) + b"1]"))  # 18 MiB
+
+    script(huge)
+    with hgw.client() as c:
+        r = c.post(
+            "/collections/docs/points/search",
+            json={"vector": [0.1], "limit": 1},
+            headers=token.headers(perms=["vector:search"]),
+        )
+    assert documented_error(r, 503, "MODEL_UNAVAILABLE")["details"] == {"reason": "too_large"}

@@ -40,7 +40,7 @@ from .jsoncodec import dumps as _dumps
 from .jsoncodec import loads as _loads
 from .ratelimit import Decision, Pending, RateLimiter
 from .redisconn import RedisConn, RedisUnavailable
-from .upstream import ConnectFailed, Response, UpstreamClient, UpstreamError
+from .upstream import Response, UpstreamClient, UpstreamError
 
 log = logging.getLogger("citadel_gateway")
 
@@ -76,6 +76,8 @@ class State:
                 max_connections=up.max_connections,
                 connect_timeout_s=up.connect_timeout_s,
                 keepalive_s=up.keepalive_s,
+                max_header_bytes=up.max_response_header_bytes,
+                max_headers=up.max_response_headers,
             )
         self.redis: RedisConn
         if previous is not None and previous.cfg.redis == cfg.redis:
@@ -392,7 +394,10 @@ class Gateway:
             keepalive_timeout=30,
         )
         session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            max_headers=cfg.upstream.max_response_headers,
         )
         self._state = State(cfg, session)
         await self.state.auth.start()
@@ -740,7 +745,10 @@ class Gateway:
                             verdict = backend_errors.verdict(resp.status)
                             if verdict != backend_errors.OK:
                                 backend_errors.log_failure(
-                                    ctx.request_id, b.url, resp.status, await resp.read()
+                                    ctx.request_id,
+                                    b.url,
+                                    resp.status,
+                                    await backend_errors.error_text(resp),
                                 )
                             if verdict == backend_errors.FAILED:
                                 outcome = False
@@ -752,12 +760,12 @@ class Gateway:
                                 continue
                             outcome = True
                             if verdict != backend_errors.OK:
-                                raise _upstream_client_error(name, resp.status)
+                                raise backend_errors.client_error(name, resp.status)
                             if stream:
                                 tmo.reschedule(None)
                                 await self._stream(ctx, resp, model.timeout_s)
                             else:
-                                data = await resp.read()
+                                data = await resp.read(st.cfg.upstream.max_response_bytes)
                                 ctx.upstream_s = time.perf_counter() - t_up
                                 await self._complete(st, ctx, name, kind, data, t_up, key, resp)
                         finally:
@@ -775,14 +783,7 @@ class Gateway:
                     outcome = False
                     if ctx.started:
                         return  # stream already going: just end it
-                    last = GatewayError(
-                        "MODEL_UNAVAILABLE",
-                        f"Model {name!r} backend unreachable",
-                        {
-                            "model": name,
-                            "reason": "connect" if isinstance(exc, ConnectFailed) else "disconnect",
-                        },
-                    )
+                    last = backend_errors.unreachable(name, exc)
                     continue
                 finally:
                     elapsed = time.perf_counter() - t_up
@@ -899,7 +900,9 @@ class Gateway:
                 async with st.session.post(
                     q.url + ctx.scope["path"], data=raw, headers=hdrs, allow_redirects=False
                 ) as resp:
-                    data = await resp.read()
+                    data = await backend_errors.read_capped(
+                        resp, st.cfg.upstream.max_response_bytes
+                    )
                     status = resp.status
         except TimeoutError:
             raise GatewayError(
@@ -921,7 +924,9 @@ class Gateway:
             )
         if verdict != backend_errors.OK:
             raise invalid(
-                "body", _rejected(status, "vector database"), "Vector database rejected the request"
+                "body",
+                backend_errors.rejected(status, "vector database"),
+                "Vector database rejected the request",
             )
         await ctx.respond(200, data)
 
@@ -1000,22 +1005,6 @@ def _query_flag(scope: Scope, name: str) -> bool:
         if k == name:
             return v.lower() in ("1", "true", "yes", "")
     return False
-
-
-def _rejected(status: int, by: str) -> str:
-    return f"Rejected by the {by} (HTTP {status}); its reason is in the gateway's log"
-
-
-def _upstream_client_error(name: str, status: int) -> GatewayError:
-    if status == 404:
-        return GatewayError(
-            "MODEL_UNAVAILABLE", f"Model {name!r} is not served by its backend", {"model": name}
-        )
-    return GatewayError(
-        "INVALID_PARAMS",
-        "Backend rejected the request",
-        {"upstream_status": status, "issue": _rejected(status, "model's backend")},
-    )
 
 
 def _normalise_embeddings(obj: dict[str, Any], name: str) -> dict[str, Any]:

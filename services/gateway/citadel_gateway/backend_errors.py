@@ -17,6 +17,11 @@ import json
 import logging
 import re
 
+import aiohttp
+
+from .errors import GatewayError
+from .upstream import ConnectFailed, Response, TooLarge, UpstreamError
+
 log = logging.getLogger("citadel_gateway.backend")
 
 SUMMARY_CHARS = 200
@@ -93,4 +98,65 @@ def log_failure(request_id: str, backend: str, status: int, data: bytes) -> None
                 "upstream_error": summary(data),
             }
         },
+    )
+
+
+def unreachable(name: str, exc: UpstreamError) -> GatewayError:
+    if isinstance(exc, TooLarge):
+        return GatewayError(
+            "MODEL_UNAVAILABLE",
+            f"Model {name!r} sent a response larger than the gateway accepts",
+            {"model": name, "reason": "too_large"},
+        )
+    reason = "connect" if isinstance(exc, ConnectFailed) else "disconnect"
+    return GatewayError(
+        "MODEL_UNAVAILABLE",
+        f"Model {name!r} backend unreachable",
+        {"model": name, "reason": reason},
+    )
+
+
+async def error_text(resp: Response) -> bytes:
+    """An error body's first 64 KiB, for the log (a larger one is not read on)."""
+    try:
+        return await resp.read(65536)
+    except TooLarge:
+        return b"(error body larger than 64 KiB)"
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An aiohttp response's body, at most ``limit`` bytes (else 503, nothing more read)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise too_large_vector()
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large_vector()
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def too_large_vector() -> GatewayError:
+    return GatewayError(
+        "MODEL_UNAVAILABLE",
+        "Vector database sent a response larger than the gateway accepts",
+        {"reason": "too_large"},
+    )
+
+
+def rejected(status: int, by: str) -> str:
+    return f"Rejected by the {by} (HTTP {status}); its reason is in the gateway's log"
+
+
+def client_error(name: str, status: int) -> GatewayError:
+    if status == 404:
+        return GatewayError(
+            "MODEL_UNAVAILABLE", f"Model {name!r} is not served by its backend", {"model": name}
+        )
+    return GatewayError(
+        "INVALID_PARAMS",
+        "Backend rejected the request",
+        {"upstream_status": status, "issue": rejected(status, "model's backend")},
     )

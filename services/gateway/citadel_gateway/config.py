@@ -137,6 +137,11 @@ class Upstream(_Strict):
     health_path: str = "/models"
     breaker_failures: int = Field(3, ge=1)
     breaker_open_s: float = Field(10.0, gt=0)
+    # what a backend may send: more is a broken backend (503 MODEL_UNAVAILABLE). A body read
+    # whole (not `stream: true`, which is relayed as it comes) is parsed in memory.
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=65536)
+    max_response_header_bytes: int = Field(65536, ge=4096, le=16 * 1024 * 1024)
+    max_response_headers: int = Field(100, ge=16, le=10_000)
 
 
 class Qdrant(_Strict):

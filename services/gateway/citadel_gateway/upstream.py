@@ -55,6 +55,11 @@ class StaleConnection(Disconnected):
     """A kept-alive connection the server had closed: it answered nothing."""
 
 
+class TooLarge(Disconnected):
+    """The response is larger than the client's limits (headers, their count, or a body read
+    whole): a broken backend; the connection is closed, nothing more is buffered."""
+
+
 def _check_header(value: bytes) -> bytes:
     if b"\r" in value or b"\n" in value:
         raise ValueError("header value with a line break")
@@ -68,6 +73,8 @@ class Response:
         "_chunks",
         "_conn",
         "_exc",
+        "_head_bytes",
+        "_header_count",
         "_headers_done",
         "_interim",
         "_interims",
@@ -95,6 +102,8 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._exc: UpstreamError | None = None
         self._paused = False
+        self._head_bytes = 0  # bytes fed before the final response's headers were complete
+        self._header_count = 0
         self._interim = False  # parsing a 1xx response
         self._interims = 0
         self.status = 0
@@ -111,8 +120,14 @@ class Response:
             self.desync = True  # another response after the final one: nobody asked for it
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.desync:
-            self._raw_headers.append((name, value))
+        if self.desync or self._exc is not None:
+            return
+        self._header_count += 1
+        limit = self._conn.origin.client.max_headers
+        if self._header_count > limit:
+            self._fail(TooLarge(f"more than {limit} response headers"))
+            return
+        self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.desync or self._exc is not None:
@@ -128,6 +143,10 @@ class Response:
                 self._fail(Disconnected(f"more than {MAX_INTERIM} interim (1xx) responses"))
                 return
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            return
+        limit = self._conn.origin.client.max_header_bytes
+        if sum(len(k) + len(v) + 4 for k, v in self._raw_headers) > limit:
+            self._fail(TooLarge(f"response headers larger than {limit} bytes"))
             return
         self.status = status
         self.headers = {
@@ -206,11 +225,27 @@ class Response:
             self._conn.transport.resume_reading()
         return chunk
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; :class:`TooLarge` (and the connection closed) past ``limit`` bytes."""
+        if limit is not None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                self._too_large(limit)
         parts = []
+        size = 0
         while (chunk := await self.next_chunk()) is not None:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                self._too_large(limit)
             parts.append(chunk)
         return b"".join(parts)
+
+    def _too_large(self, limit: int) -> None:
+        exc = TooLarge(f"response body larger than {limit} bytes")
+        self._exc = exc
+        self._chunks.clear()
+        self._conn.close()
+        raise exc
 
     @property
     def reusable(self) -> bool:
@@ -267,6 +302,11 @@ class _Conn(asyncio.Protocol):
             resp._fail(Disconnected(f"malformed response from the backend: {exc}"))
             self.close()
             return
+        if not resp._headers_done.done():
+            resp._head_bytes += len(data)  # all of it head: the headers are not complete
+            limit = self.origin.client.max_header_bytes
+            if resp._head_bytes > limit:
+                resp._fail(TooLarge(f"response headers larger than {limit} bytes"))
         if resp.desync or resp._exc is not None:
             self.close()
 
@@ -402,8 +442,12 @@ class UpstreamClient:
         connect_timeout_s: float,
         keepalive_s: float,
         max_idle: int = 64,
+        max_header_bytes: int = 65536,
+        max_headers: int = 100,
     ) -> None:
         self.slots = asyncio.Semaphore(max_connections)
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.max_idle = max_idle
