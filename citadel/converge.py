@@ -21,7 +21,7 @@ from citadel.errors import CitadelError
 from citadel.model.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
-EXIT_NO_CHANGE, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_NO_CHANGE, EXIT_CHANGES = 0, 2
 # Operations that keep package lists fresh are housekeeping, not drift.
 HOUSEKEEPING = ("Refresh apt package lists",)
 SHELL_MARK = "server.shell"

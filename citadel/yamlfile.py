@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,3 @@ def load_mapping(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         kind = type(data).__name__
         return None, [Problem(shown, "", f"expected a mapping at the top level, got {kind}")]
     return data, []
-
-
-def is_readable(path: str) -> bool:
-    return os.access(path, os.R_OK)

@@ -88,9 +88,6 @@ CONFIG_MODELS: dict[str, type[ComponentConfig]] = {
     name: module.Config for name, module in MODULES.items()
 }
 
-# Sections a role's group data may hold.
-ROLE_SECTIONS = {role: set(sections) for role, sections in ROLE_COMPONENTS.items()}
-
 assert set(ORDER) == set(MODULES) == {s for v in ROLE_COMPONENTS.values() for s in v}
 
 

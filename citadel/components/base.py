@@ -112,10 +112,8 @@ class Config(ComponentConfig):
         return [Port(service="ssh", number=self.sshd.port, clients=ADMINS, field="sshd.port")]
 
     # -- derived ------------------------------------------------------------------------------
-    def time_sync_package(self) -> str:
-        return "chrony" if self.time_sync == "chrony" else "systemd-timesyncd"
-
     def time_sync_service(self) -> str:
+        """The time-sync service; its Debian package has the same name."""
         return "chrony" if self.time_sync == "chrony" else "systemd-timesyncd"
 
     def system_packages(self) -> list[str]:
@@ -125,7 +123,7 @@ class Config(ComponentConfig):
             "openssh-server",
             "sudo",
             "tzdata",
-            self.time_sync_package(),
+            self.time_sync_service(),
         ]
         if self.unattended_upgrades:
             wanted.append("unattended-upgrades")

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 DATASOURCE_UID = "prometheus"
 DASHBOARDS_DIR = "/etc/grafana/dashboards/citadel"
 PASSWORD_FILE = "/etc/grafana/citadel-admin-password"
-VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+([-+~.][A-Za-z0-9.+~-]+)?$"
 JSON_CHECK = "python3 -m json.tool {path} > /dev/null"
 
 

@@ -225,10 +225,6 @@ def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:
     return rules
 
 
-def listen_addresses(host: Host) -> str:
-    return f"{host.address},localhost"
-
-
 # -- SCRAM verifiers --------------------------------------------------------------------------
 
 SCRAM_ITERATIONS = 4096
