@@ -10,6 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # tests/verify and tests/acceptance both read it; declared once for a run over all of tests/
+    parser.addoption(
+        "--inventory", default=None, help="inventory YAML to check (e.g. inventory/lab.yml)"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)

@@ -11,7 +11,6 @@ with a ``skip`` reason, whose section is then reported with that reason.
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,6 @@ from citadel.verify import testinfra_host
 PRODUCTION_NETWORK = "192.168.10."
 # What the gateway's route permissions ask of a token (docs/gateway.md).
 PERMISSIONS = ["vector:search", "health:detailed"]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # tests/verify defines the same option; a run over all of tests/ loads both conftests.
-    with contextlib.suppress(ValueError):
-        parser.addoption("--inventory", default=None, help="inventory YAML of the cluster")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,12 +30,6 @@ from tests.verify.declared import UNDECLARED, DeclaredSkip
 PRODUCTION_NETWORK = "192.168.10."
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--inventory", default=None, help="inventory YAML to verify (e.g. inventory/lab.yml)"
-    )
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "declared_skip(reason): skipped for a reason the inventory declares"
