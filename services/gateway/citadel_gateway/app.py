@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from . import __version__, backend_errors, logs, metrics, openapi
+from . import body as request_body
 from .auth import (
     Authenticator,
     authorization,
@@ -339,6 +340,7 @@ class Gateway:
         self._state: State | None = None
         self.monitor = Monitor()
         self.stats = Stats()
+        self.bodies = request_body.Budget()
         self.started_at = time.time()
         self.reloads = 0
         self._reload_lock = asyncio.Lock()
@@ -489,6 +491,7 @@ class Gateway:
         ctx = Ctx(scope, receive, send, sane_request_id(headers.get(b"x-request-id")), t0, headers)
         st = self.state
         watcher: asyncio.Task[None] | None = None
+        held = 0  # request-body bytes of self.bodies this request holds
         try:
             path = scope["path"]
             route = self.routes.get((scope["method"], path))
@@ -503,9 +506,12 @@ class Gateway:
                 else:
                     raise GatewayError("NOT_FOUND", "No such route")
             ctx.route = route.name
-            await self.admit(st, ctx, route)
-            if "_too_big" in scope:
-                raise invalid("body", f"Larger than {scope['_too_big']} bytes")
+            await self.admit(st, ctx, route)  # from the headers alone: no body read yet
+            if scope["method"] == "POST":
+                lim = st.cfg.listen
+                held = await request_body.read(
+                    scope, receive, lim.max_body_bytes, self.bodies, lim.max_buffered_bytes
+                )
             if route.proxy:
                 watcher = asyncio.get_running_loop().create_task(
                     self._watch(ctx, asyncio.current_task())  # type: ignore[arg-type]
@@ -513,6 +519,8 @@ class Gateway:
             await route.handler(self, ctx)
         except GatewayError as err:
             await self._send_error(ctx, err)
+        except request_body.ClientGone:
+            ctx.status = 499  # client closed request
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -527,6 +535,7 @@ class Gateway:
             log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id}})
             await self._send_error(ctx, GatewayError("INTERNAL_ERROR", "Internal server error"))
         finally:
+            self.bodies.used -= held
             if watcher is not None:
                 watcher.cancel()
             self._finish(ctx)
@@ -553,7 +562,13 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await ctx.body(b"", more=False)
             return
-        await ctx.respond(err.status, error_body(err, ctx.request_id), err.headers)
+        headers = err.headers
+        if request_body.has_unread_body(ctx.scope) and request_body.CLOSE not in headers:
+            headers = [
+                *headers,
+                request_body.CLOSE,
+            ]  # the server then drops what the client still sends
+        await ctx.respond(err.status, error_body(err, ctx.request_id), headers)
 
     def _finish(self, ctx: Ctx) -> None:
         total = time.perf_counter() - ctx.t0
@@ -671,7 +686,7 @@ class Gateway:
         self, ctx: Ctx, kind: str, upath: str, validate: Callable[[dict[str, Any]], None]
     ) -> None:
         st = self.state
-        raw = ctx.scope["_body"]  # read by App before the disconnect watcher took receive()
+        raw = ctx.scope["_body"]  # read by http() before the disconnect watcher took receive()
         body = parse_json(raw)
         validate(body)
         name = body["model"]
@@ -1027,43 +1042,6 @@ def _normalise_embeddings(obj: dict[str, Any], name: str) -> dict[str, Any]:
     return {"object": "list", "data": items, "model": name, "usage": usage}
 
 
-# ---------------------------------------------------------------------------------------------
-# body pre-read wrapper: handlers that proxy need the body before the disconnect watcher starts
-# ---------------------------------------------------------------------------------------------
-class App:
-    """ASGI entry point: reads the request body up front for POST routes, then dispatches."""
-
-    def __init__(self, gateway: Gateway):
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.gateway(scope, receive, send)
-            return
-        limit = self.gateway.initial_cfg.listen.max_body_bytes
-        if self.gateway._state is not None:
-            limit = self.gateway.state.cfg.listen.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
-        too_big = False
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                too_big = True
-            elif chunk:
-                chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        scope["_body"] = b"".join(chunks)
-        if too_big:
-            scope["_too_big"] = limit
-        await self.gateway(scope, receive, send)
-
-
 def create_app() -> Any:
     """uvicorn factory: config path from ``CITADEL_GATEWAY_CONFIG``."""
     try:
@@ -1073,4 +1051,4 @@ def create_app() -> Any:
         raise SystemExit(f"{exc}") from None
     logs.setup(cfg.logging.level)
     gateway = Gateway(path, cfg)
-    return Cors(App(gateway), lambda: gateway.cfg_now().cors.allowed_origins)
+    return Cors(gateway, lambda: gateway.cfg_now().cors.allowed_origins)

@@ -79,7 +79,10 @@ class Listen(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    # request bodies are read only once the request is admitted (token, rate limit): at most
+    # max_body_bytes each, at most max_buffered_bytes over all requests in flight (then 503)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_buffered_bytes: int = Field(128 * 1024 * 1024, ge=65536)
     # peers whose X-Real-IP names the real client (the TLS edge on this host): per-IP limits and
     # the access log use that address; /metrics' allow-list always uses the peer itself
     trusted_proxies: list[str] = []
