@@ -1,12 +1,24 @@
-"""Service helpers for deploys: restart on a changed input, wait for a (re)started one to answer."""
+"""Service helpers for deploys: restart on a changed input, wait for a (re)started one to answer,
+and the whole deploy of a service Debian packages (``apt_service``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Generic, NamedTuple, TypeVar
 
+from pyinfra import host
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
+
+from citadel.components import ORDER
+from citadel.model.common import ComponentConfig
+from deploys._context import DeployContext
+from deploys._deploy import deploy
+from deploys._files import put_files
+
+C = TypeVar("C", bound=ComponentConfig)
 
 
 def ready_check(service: str, url: str, expect: str | None, timeout_s: int) -> str:
@@ -55,3 +67,69 @@ def system_account(user: str, home: str, dirs: Sequence[str] = (), mode: str = "
     )
     for path in dirs:
         files.directory(name=f"Directory {path}", path=path, user=user, group=user, mode=mode)
+
+
+@contextmanager
+def _own_operations(position: int) -> Iterator[None]:
+    """pyinfra (CLI) identifies an operation by the line numbers of its call stack, across hosts:
+    the operations every ``apt_service`` deploy adds come from the same lines here, so two
+    components would share one identity (and one merged name) between hosts with different
+    components. The component's place in the converge order, as pyinfra's own loop position,
+    keeps each one's operations its own and orders them as the converge does."""
+    host.loop_position.append(position)
+    try:
+        yield
+    finally:
+        host.loop_position.pop()
+
+
+class ServiceDeploy(NamedTuple, Generic[C]):
+    """A component's deploy: ``install, configure, activate, apply = apt_service(...)``."""
+
+    install: Callable[[DeployContext, C], None]
+    configure: Callable[[DeployContext, C], list[OperationMeta]]
+    activate: Callable[[DeployContext, C, list[OperationMeta]], None]
+    apply: Callable[[DeployContext, C], None]
+
+
+def apt_service(
+    component: str,
+    config: type[C],
+    service: str,
+    packages: Sequence[str] = (),
+    activate: Callable[[DeployContext, C, list[OperationMeta]], None] | None = None,
+) -> ServiceDeploy[C]:
+    """A service from Debian's package: install ``packages`` (default: the one named ``service``),
+    write the component's files (``put_files``), then ``activate`` with the file operations
+    (default: ``restart_on_change(service, files)``). The deploys are named ``<component>:
+    install`` / ``configure`` / ``activate``; operation names are ``Install <service>``,
+    ``Restart <service> (config changed)``, ``Run <service>``.
+    """
+    wanted = list(packages) or [service]
+    position = ORDER.index(component)
+
+    def restart(ctx: DeployContext, cfg: C, changed: list[OperationMeta]) -> None:
+        restart_on_change(service, changed)
+
+    activate_body = activate or restart
+
+    @deploy(f"{component}: install")
+    def install_(ctx: DeployContext, cfg: C) -> None:
+        with _own_operations(position):
+            apt.packages(name=f"Install {service}", packages=wanted, no_recommends=True)
+
+    @deploy(f"{component}: configure")
+    def configure_(ctx: DeployContext, cfg: C) -> list[OperationMeta]:
+        with _own_operations(position):
+            return put_files(ctx.files(component))
+
+    @deploy(f"{component}: activate")
+    def activate_(ctx: DeployContext, cfg: C, changed: list[OperationMeta]) -> None:
+        with _own_operations(position):
+            activate_body(ctx, cfg, changed)
+
+    def apply(ctx: DeployContext, cfg: C) -> None:
+        install_(ctx, cfg)
+        activate_(ctx, cfg, configure_(ctx, cfg))
+
+    return ServiceDeploy(install_, configure_, activate_, apply)

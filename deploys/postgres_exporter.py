@@ -5,36 +5,21 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import server
 
 from citadel.components import postgres
 from citadel.components.postgres_exporter import ROLE_SQL, Config
 from deploys._context import DeployContext
-from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._service import apt_service, restart_on_change
 from deploys.facts.postgres import PostgresState
 from deploys.postgres import psql
 
 SERVICE = "prometheus-postgres-exporter"
 
 
-@deploy("postgres_exporter: install")
-def install(ctx: DeployContext, cfg: Config) -> None:
-    apt.packages(
-        name=f"Install {SERVICE}",
-        packages=[SERVICE],
-        no_recommends=True,
-    )
-
-
-@deploy("postgres_exporter: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("postgres_exporter"))
-
-
-@deploy("postgres_exporter: activate")
-def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+def _activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+    """The login role (when its file changed or it drifted), then the exporter, restarted only
+    when its environment file changed."""
     pg = ctx.host.postgres
     assert pg is not None
     role_file, env_file = changed
@@ -47,15 +32,9 @@ def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> N
         commands=[f"{psql(pg, 'postgres')} -f - < {ROLE_SQL}"],
         _if=[] if drift else [role_file.did_change],
     )
-    systemd.service(
-        name=f"Restart {SERVICE} (config changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(env_file),
-    )
-    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
+    restart_on_change(SERVICE, [env_file])
 
 
-def apply(ctx: DeployContext, cfg: Config) -> None:
-    install(ctx, cfg)
-    activate(ctx, cfg, configure(ctx, cfg))
+install, configure, activate, apply = apt_service(
+    "postgres_exporter", Config, SERVICE, activate=_activate
+)

@@ -1,0 +1,128 @@
+"""The services Debian packages share one deploy shape (``deploys._service.apt_service``): their
+operation names, order and conditions are those the lab's idempotence check knows, and each
+component's operations stay its own between hosts with different components (pyinfra's CLI
+identifies an operation by its call stack)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import deploy_harness as h
+import pyinfra
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.state import StateStage
+from pyinfra.context import ctx_host, ctx_state
+
+from citadel.components import postgres
+from deploys import node_exporter, postgres_exporter, redis, redis_exporter
+
+FACTS: dict[Any, Any] = {
+    "LinuxDistribution": h.DISTROS["debian13"],
+    "PostgresState": {"roles": {}},
+}
+
+EXPECTED = {
+    "node_exporter": [
+        ("node_exporter: install | Install prometheus-node-exporter", False),
+        ("node_exporter: configure | Write /etc/default/prometheus-node-exporter", False),
+        ("node_exporter: activate | Restart prometheus-node-exporter (config changed)", True),
+        ("node_exporter: activate | Run prometheus-node-exporter", False),
+    ],
+    "redis": [
+        ("redis: install | Install redis-server", False),
+        ("redis: configure | Write /usr/local/lib/citadel/redis-checkconf", False),
+        ("redis: configure | Stage /etc/redis/redis.conf", False),
+        (
+            "redis: configure | Check /etc/redis/redis.conf with "
+            "/usr/local/lib/citadel/redis-checkconf",
+            True,
+        ),
+        ("redis: configure | Write /etc/redis/redis.conf", False),
+        ("redis: activate | Restart redis-server (config changed)", True),
+        ("redis: activate | Run redis-server", False),
+    ],
+    "redis_exporter": [
+        ("redis_exporter: install | Install prometheus-redis-exporter", False),
+        ("redis_exporter: configure | Write /etc/default/prometheus-redis-exporter", False),
+        ("redis_exporter: activate | Restart prometheus-redis-exporter (config changed)", True),
+        ("redis_exporter: activate | Run prometheus-redis-exporter", False),
+    ],
+    "postgres_exporter": [
+        ("postgres_exporter: install | Install prometheus-postgres-exporter", False),
+        ("postgres_exporter: configure | Write /etc/citadel/postgres/exporter-role.sql", False),
+        ("postgres_exporter: configure | Write /etc/default/prometheus-postgres-exporter", False),
+        (
+            "postgres_exporter: activate | postgres_exporter: login role citadel_monitor "
+            "(pg_monitor)",
+            False,  # no role yet: drift, applied unconditionally
+        ),
+        (
+            "postgres_exporter: activate | Restart prometheus-postgres-exporter (config changed)",
+            True,
+        ),
+        ("postgres_exporter: activate | Run prometheus-postgres-exporter", False),
+    ],
+}
+MODULES: dict[str, ModuleType] = {
+    "node_exporter": node_exporter,
+    "redis": redis,
+    "redis_exporter": redis_exporter,
+    "postgres_exporter": postgres_exporter,
+}
+
+
+@pytest.mark.parametrize("component", sorted(MODULES))
+def test_operations_keep_their_names_order_and_conditions(component: str) -> None:
+    ctx = h.context("inventory/lab.yml", "data")
+    run = h.run(MODULES[component].apply, FACTS, ctx, getattr(ctx.host, component))
+    assert [(op.name, op.conditional) for op in run.ops] == EXPECTED[component]
+
+
+def test_install_lists_the_packages() -> None:
+    ctx = h.context("inventory/lab.yml", "data")
+    run = h.run(redis.install, FACTS, ctx, ctx.host.redis)
+    assert "redis-server" in run.op("Install redis-server").text()
+    assert "redis-tools" in run.op("Install redis-server").text()
+    run = h.run(node_exporter.install, FACTS, ctx, ctx.host.node_exporter)
+    assert "prometheus-node-exporter" in run.op("Install prometheus-node-exporter").text()
+
+
+def test_a_login_role_in_place_is_reapplied_only_when_its_file_changed() -> None:
+    ctx = h.context("inventory/lab.yml", "data")
+    cfg = ctx.host.postgres_exporter
+    verifier = postgres.scram_sha256(ctx.secret("postgres_exporter_password"), cfg.role)
+    in_place = {"roles": {cfg.role: {"password_md5": postgres.verifier_digest(verifier)}}}
+    run = h.run(postgres_exporter.apply, {**FACTS, "PostgresState": in_place}, ctx, cfg)
+    assert run.op("login role").conditional
+    assert run.op("Restart prometheus-postgres-exporter").conditional
+
+
+def test_components_keep_their_own_operations_across_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two hosts with different components: no operation carries another component's name."""
+    monkeypatch.setattr(pyinfra, "is_cli", True)
+    inventory = Inventory((["one", "two"], {}))
+    state = State(inventory, Config())
+    state.current_op_file_number = 0
+    state.set_stage(StateStage.Prepare)
+    ctx = h.context("inventory/lab.yml", "data")
+    plan = {
+        "one": ["node_exporter", "redis", "redis_exporter"],
+        "two": ["node_exporter", "postgres_exporter", "redis_exporter"],
+    }
+    with h._fake_facts({**h.BASE_FACTS, **FACTS}), ctx_state.use(state):
+        for name, components in plan.items():
+            host = inventory.get_host(name)
+            with ctx_host.use(host):
+                host.init(state)
+                for component in components:
+                    MODULES[component].apply(ctx, getattr(ctx.host, component))
+    for op_hash in state.get_op_order():
+        names = state.get_op_meta(op_hash).names
+        assert len(names) == 1, f"one operation, several components: {sorted(names)}"
+    seen = {n for op_hash in state.get_op_order() for n in state.get_op_meta(op_hash).names}
+    for component in {c for cs in plan.values() for c in cs}:
+        assert {n for n, _ in EXPECTED[component]} <= seen
