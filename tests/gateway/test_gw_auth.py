@@ -192,7 +192,9 @@ def test_detailed_health_needs_token(gw: Gw, token: Tokens) -> None:
         r = c.get("/health", params={"detailed": "true"})
         assert r.status_code == 401
         assert r.json()["error"]["code"] == "INVALID_AUTH"
-        r = c.get("/health", params={"detailed": "true"}, headers=token.headers())
+        r = c.get(
+            "/health", params={"detailed": "true"}, headers=token.headers(perms=["health:detailed"])
+        )
         assert r.status_code == 200
         d = r.json()["details"]
         assert "llama-3-chat" in d["backends"]

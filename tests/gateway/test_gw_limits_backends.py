@@ -205,7 +205,8 @@ def test_backend_down_breaker_opens_then_fast_503(gw: Gw, token: Tokens) -> None
             assert "no healthy backend" in r.json()["error"]["message"]
     assert min(times) < 0.1, times
     with gw.client() as c:
-        st = c.get("/health", params={"detailed": "true"}, headers=token.headers()).json()
+        ops = token.headers(perms=["health:detailed"])
+        st = c.get("/health", params={"detailed": "true"}, headers=ops).json()
     dead = st["details"]["backends"]["dead-chat"][0]
     assert dead["breaker"] == "open" or dead["healthy"] is False
 

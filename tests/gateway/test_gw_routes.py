@@ -178,7 +178,8 @@ def test_health_skipped_service_is_named_with_its_reason_and_not_counted_as_down
             10,
             "first health round",
         )
-        detailed = client.get("/health?detailed=true", headers=token.headers()).json()
+        ops = token.headers(perms=["health:detailed"])
+        detailed = client.get("/health?detailed=true", headers=ops).json()
         search = client.post(
             "/collections/docs/points/search",
             json={"vector": [0.1], "limit": 1},

@@ -624,13 +624,16 @@ class Gateway:
                     return str(ipaddress.ip_address(text))
         return peer
 
-    async def authenticate(self, st: State, ctx: Ctx) -> dict[str, Any]:
+    async def authenticate(
+        self, st: State, ctx: Ctx, also: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Verify the token; the route's permissions (and ``also``) must all be granted."""
         token = bearer_token(authorization(ctx.scope["headers"]))
         claims = await st.auth.verify(token)
         ctx.claims = claims
         sub = claims.get("sub")
         ctx.subject = str(sub) if sub is not None else "anonymous"
-        needed = st.cfg.auth.permissions_for(ctx.scope["path"])
+        needed = st.cfg.auth.permissions_for(ctx.scope["path"]) + (also or [])
         if needed:
             missing = [p for p in needed if p not in claim_permissions(claims)]
             if missing:
@@ -948,8 +951,9 @@ class Gateway:
     async def h_health(self, ctx: Ctx) -> None:
         detailed = _query_flag(ctx.scope, "detailed")
         st = self.state
-        if detailed:
-            await self.authenticate(st, ctx)
+        if detailed:  # backend URLs and their last errors: for operators only
+            perm = st.cfg.auth.health_detailed_permission
+            await self.authenticate(st, ctx, [perm] if perm else None)
         body: dict[str, Any] = {
             "status": self.monitor.overall(),
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -202,6 +202,9 @@ class Auth(_Strict):
     leeway_s: float = Field(5.0, ge=0, le=300)
     required_claims: list[str] = ["exp", "iss", "sub"]
     route_permissions: dict[str, Permission] = {}
+    # what a token needs for /health?detailed=true (backend URLs, their last errors); "" or
+    # null: any valid token
+    health_detailed_permission: str | None = "health:detailed"
     _public_key_pem: str | None = PrivateAttr(default=None)
 
     @field_validator("jwks_url")

@@ -233,7 +233,7 @@ def build(models: Mapping[str, str] | None = None) -> dict[str, Any]:
             },
             "/health": {
                 "get": {
-                    "summary": "Health (no token; detailed=true needs one)",
+                    "summary": "Health (no token; detailed=true needs one with health:detailed)",
                     "security": [{}, {"bearer": []}],
                     "parameters": [
                         {
