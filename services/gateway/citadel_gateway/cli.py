@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from uvicorn.supervisors.multiprocess import Multiprocess
 
     from . import logs
+    from .httpproto import GatewayHttpToolsProtocol
 
     logs.setup(cfg.logging.level)
     config = uvicorn.Config(
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         port=cfg.listen.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpToolsProtocol,  # uvicorn's httptools, its 400s in our error format
         lifespan="on",
         access_log=False,
         log_config=None,
