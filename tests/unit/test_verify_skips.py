@@ -62,7 +62,10 @@ SYNTHETIC = {
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
     """pytest over synthetic verify modules with tests/verify/conftest.py's hooks, on the lab."""
     root = tmp_path_factory.mktemp("verify")
-    (root / "conftest.py").write_text("from tests.verify.conftest import *  # noqa: F403\n")
+    (root / "conftest.py").write_text(
+        "from tests.conftest import pytest_addoption  # noqa: F401\n"
+        "from tests.verify.conftest import *  # noqa: F403\n"
+    )
     for name, body in SYNTHETIC.items():
         (root / name).write_text(textwrap.dedent(body))
     junit = root / "verify.xml"
