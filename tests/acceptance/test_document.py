@@ -238,7 +238,7 @@ def test_rate_limit_then_the_documents_retry_helper_succeeds(doc: Cluster_) -> N
     url = doc.gateway_url + "/health"
     headers = {"Authorization": f"Bearer {token}"}
     body = {**ex.CHAT_CURL_REQUEST, "max_tokens": 1}
-    limited = None
+    limited, last_ok = None, None
     for _ in range(40):  # the burst is 10: a 429 comes well before 40
         rsp = requests.post(
             doc.gateway_url + "/v1/chat/completions", json=body, headers=headers, timeout=60
@@ -247,8 +247,12 @@ def test_rate_limit_then_the_documents_retry_helper_succeeds(doc: Cluster_) -> N
             limited = rsp
             break
         assert rsp.status_code == 200, rsp.text
-        for name in ex.RATE_LIMIT_HEADERS:
-            assert name in rsp.headers, name
+        last_ok = rsp
+    # (a request the limiter could not decide, e.g. while the gateway reconnects to a restarted
+    # Redis, is let through with the limit header only: the configured failure mode "open")
+    assert last_ok is not None
+    for name in ex.RATE_LIMIT_HEADERS:
+        assert name in last_ok.headers, (name, dict(last_ok.headers))
     assert limited is not None, "no 429 within 40 requests"
     assert limited.json()["error"]["code"] == "RATE_LIMITED"
     assert int(limited.headers["X-RateLimit-Retry-After"]) >= 1
