@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from citadel.components import (
+    alertmanager,
     base,
     edge_tls,
     firewall,
@@ -40,7 +41,7 @@ ROLE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "redis": ("redis", "redis_exporter"),
     "qdrant": ("qdrant",),
     "gateway": ("gateway", "edge_tls"),
-    "monitoring": ("prometheus", "grafana"),
+    "monitoring": ("alertmanager", "prometheus", "grafana"),
     "webui": ("webui",),
 }
 ROLES = tuple(ROLE_COMPONENTS)
@@ -60,6 +61,7 @@ ORDER: tuple[str, ...] = (
     "qdrant",
     "gateway",
     "edge_tls",
+    "alertmanager",
     "prometheus",
     "grafana",
     "webui",
@@ -79,6 +81,7 @@ MODULES: dict[str, ModuleType] = {
     "qdrant": qdrant,
     "gateway": gateway,
     "edge_tls": edge_tls,
+    "alertmanager": alertmanager,
     "prometheus": prometheus,
     "grafana": grafana,
     "webui": webui,

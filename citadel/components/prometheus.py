@@ -35,9 +35,17 @@ CHECK_CONFIG = "promtool check config {path}"
 
 
 class Alerts(StrictModel):
-    """Alert thresholds (the rules themselves live in templates/prometheus/)."""
+    """Alert thresholds and `for:` durations (the rules themselves live in templates/prometheus/).
 
+    The durations are settings so the lab can shorten them (its e2e alert test) by an override.
+    """
+
+    # HostDown: a host's node exporter unreachable (critical).
     host_down_for: str = Field(default="2m", pattern=r"^[0-9]+[smh]$")
+    # TargetDown: any other scrape target unreachable (warning).
+    target_down_for: str = Field(default="5m", pattern=r"^[0-9]+[smh]$")
+    # ModelServerDown, PostgresDown, RedisDown (critical).
+    service_down_for: str = Field(default="2m", pattern=r"^[0-9]+[smh]$")
     gpu_temperature_celsius: int = Field(default=85, ge=40, le=120)
     error_ratio: float = Field(default=0.05, gt=0, le=1)
     rate_limited_per_second: float = Field(default=1.0, gt=0)
@@ -123,6 +131,7 @@ def scrape_targets(cluster: Cluster, absent: Absent | None = None) -> list[Scrap
 
 JOB_ORDER = (
     "prometheus",
+    "alertmanager",
     "node_exporter",
     "gpu_exporter",
     "model",
@@ -137,6 +146,7 @@ def _target(
     section: str, cfg: ComponentConfig, h: Host, role: str, addr: str
 ) -> ScrapeTarget | None:
     from citadel.components import (
+        alertmanager,
         gateway,
         gpu_exporter,
         model_server,
@@ -149,7 +159,7 @@ def _target(
     def at(port: int, **kw: object) -> ScrapeTarget:
         return ScrapeTarget(job=section, host=h.name, role=role, address=f"{addr}:{port}", **kw)  # type: ignore[arg-type]
 
-    if isinstance(cfg, Config):
+    if isinstance(cfg, Config | alertmanager.Config):
         listen = str(cfg.listen_address or h.address)
         return ScrapeTarget(job=section, host=h.name, role=role, address=f"{listen}:{cfg.port}")
     if isinstance(
@@ -181,6 +191,20 @@ def jobs(targets: list[ScrapeTarget]) -> list[dict[str, object]]:
         )
         job["targets"].append({"address": t.address, "labels": t.all_labels()})  # type: ignore[attr-defined]
     return list(grouped.values())
+
+
+def alertmanagers(cluster: Cluster, absent: Absent) -> list[str]:
+    """host:port of the Alertmanagers Prometheus sends to: every monitoring host's that converges
+    (none when the inventory skips it: then prometheus.yml has no alerting section)."""
+    from citadel.components import alertmanager
+
+    return [
+        alertmanager.listen(h.address, h.alertmanager)
+        for h in cluster.with_role("monitoring")
+        if h.alertmanager is not None
+        and h.alertmanager.skip is None
+        and (h.name, "alertmanager") not in absent
+    ]
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -223,6 +247,7 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
             validate=CHECK_CONFIG,
             extra={
                 "jobs": jobs(targets),
+                "alertmanagers": alertmanagers(cluster, absent),
                 "rule_files": [RECORDING_FILE, ALERTS_FILE],
                 "absent": dict(sorted(absent.items())),
             },

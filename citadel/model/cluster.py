@@ -75,6 +75,7 @@ class Host(StrictModel):
     qdrant: comp.qdrant.Config | None = None
     gateway: comp.gateway.Config | None = None
     edge_tls: comp.edge_tls.Config | None = None
+    alertmanager: comp.alertmanager.Config | None = None
     prometheus: comp.prometheus.Config | None = None
     grafana: comp.grafana.Config | None = None
     webui: comp.webui.Config | None = None
@@ -123,7 +124,7 @@ class Cluster(StrictModel):
         return by_name or self.with_role(ref)
 
     def is_known_ref(self, ref: str) -> bool:
-        return any(h.name == ref for h in self.hosts) or ref in ROLE_COMPONENTS
+        return any(h.name == ref for h in self.hosts) or ref in ROLE_COMPONENTS or ref == ADMINS
 
     def model_hosts(self, api: str | None = None) -> list[Host]:
         return [
@@ -135,12 +136,17 @@ class Cluster(StrictModel):
     def port_clients(self, host: Host, port: Port) -> list[Client] | Literal["any", "admins"]:
         """Addresses (and CIDR blocks) allowed to reach a port; the firewall opens exactly these.
 
-        A client reference is a host name, a role, or an IPv4 address / CIDR block (engineers'
-        workstations, a CI runner's network: clients outside the inventory)."""
+        A client reference is a host name, a role, an IPv4 address / CIDR block (engineers'
+        workstations, a CI runner's network: clients outside the inventory), or "admins" among
+        them: the host's admin networks (firewall.admin_networks)."""
         if port.clients == ANY or port.clients == ADMINS:
             return port.clients
         seen: dict[Client, None] = {}
         for ref in port.clients:
+            if ref == ADMINS:
+                for admin_net in host.firewall.admin_networks:
+                    seen[admin_net] = None
+                continue
             net = client_network(ref)
             if net is not None:
                 seen[net.network_address if net.prefixlen == 32 else net] = None

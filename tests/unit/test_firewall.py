@@ -212,6 +212,13 @@ def _netns_usable() -> str | None:
 NETNS_SKIP = _netns_usable()
 
 
+def _source(item: Any) -> IPv4Address | IPv4Network:
+    """An address, or a CIDR block (nft JSON: {"prefix": {"addr": ..., "len": ...}})."""
+    if isinstance(item, dict) and "prefix" in item:
+        return IPv4Network(f"{item['prefix']['addr']}/{item['prefix']['len']}")
+    return IPv4Address(item)
+
+
 def loaded_accepts(text: str, tmp_path: Path) -> dict[tuple[str, int], Any]:
     """Load the ruleset in a throwaway network namespace and read back its accept rules."""
     path = tmp_path / "citadel.nft"
@@ -244,8 +251,8 @@ def loaded_accepts(text: str, tmp_path: Path) -> dict[tuple[str, int], Any]:
                 if right == "@admin_v4":
                     sources = "admins"
                 else:
-                    items = right["set"] if isinstance(right, dict) else [right]
-                    sources = frozenset(IPv4Address(a) for a in items)
+                    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+                    sources = frozenset(_source(a) for a in items)
         if port is None:
             # Only the baseline accepts carry no port: conntrack, loopback, ICMP.
             kinds = json.dumps(rule["expr"])

@@ -68,7 +68,9 @@ def test_five_dashboards_provisioned_as_valid_json(cluster: Cluster) -> None:
 
 
 def test_admin_password_only_in_the_secret_file(cluster: Cluster) -> None:
-    store = SecretStore({"grafana_admin_password": "s3cret-value", "qdrant_api_key": "k"})
+    store = SecretStore(
+        {"grafana_admin_password": "s3cret-value", "qdrant_api_key": "k", "alert_webhook_url": "u"}
+    )
     files = _files(cluster, store)
     assert files[grafana.PASSWORD_FILE] == "s3cret-value"
     others = [c for d, c in files.items() if d != grafana.PASSWORD_FILE]
