@@ -11,6 +11,7 @@ CITADEL_E2E_KEEP=1 leaves the lab up. Times land in reports/e2e-times.json.
 
 from __future__ import annotations
 
+import http.server
 import ipaddress
 import json
 import os
@@ -337,6 +338,71 @@ def test_fault_drill_host_dies_mid_converge_then_recovers_with_its_data() -> Non
     assert kept.stdout.strip() == "1"
     proc2 = citadel("verify", "--junit", "reports/e2e-verify-after-drill.xml")
     assert proc2.returncode == 0, proc2.stdout[-6000:]
+
+
+class AlertSink:
+    """The lab's webhook receiver (inventory override lab-alert-sink): records what Alertmanager
+    posts, on the lab bridge's address on this machine. A test's stand-in for a pager."""
+
+    def __init__(self, address: str, port: int = 9099) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((address, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AlertSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, status: str, alertname: str, host: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for post in list(self.received):
+                for alert in post.get("alerts", []):
+                    labels = alert.get("labels", {})
+                    if (
+                        alert.get("status") == status
+                        and labels.get("alertname") == alertname
+                        and labels.get("host") == host
+                    ):
+                        return alert
+            time.sleep(2)
+        seen = [
+            (a.get("status"), a.get("labels", {}).get("alertname"), a.get("labels", {}).get("host"))
+            for post in self.received
+            for a in post.get("alerts", [])
+        ]
+        raise AssertionError(f"no {status} {alertname} for {host} within {timeout:.0f} s: {seen}")
+
+
+def test_alert_reaches_the_receiver_when_a_model_host_dies_and_resolves_when_it_is_back() -> None:
+    config = LabConfig.from_env()
+    with AlertSink(config.gateway_ip) as sink:
+        lab_ops.stop_host("llm-chat", config, log=lambda m: None)
+        try:
+            fired = sink.wait_for("firing", "HostDown", "llm-chat", timeout=240)
+            assert fired["labels"]["severity"] == "critical"
+        finally:
+            lab_ops.start_host(lab_hosts(), "llm-chat", config, log=lambda m: None)
+        sink.wait_for("resolved", "HostDown", "llm-chat", timeout=240)
+    # the restarted model server serves again before the next test
+    report = converge()
+    assert report["results"]["failed_hosts"] == []
 
 
 def test_lab_down_leaves_nothing() -> None:
