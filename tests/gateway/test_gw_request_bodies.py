@@ -1,6 +1,7 @@
 """Finding 3 of the hardening issue: a request is admitted from its headers (token, rate
 limit) before its body is read, and what is buffered is bounded, per request
-(``listen.max_body_bytes``) and over all requests in flight (``listen.max_buffered_bytes``).
+(``listen.max_body_bytes``), over all requests in flight (``listen.max_buffered_bytes``) and
+in time (``listen.body_timeout_s``: a slow body, finding 2).
 Raw sockets: the client sends the head and then waits, as an attacker would."""
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ def test_an_authenticated_body_within_the_limits_is_read_and_served(gw: Gw, toke
 @pytest.fixture(scope="module")
 def small_buffer_gw(gateways: GatewayFactory, cfg: dict[str, Any]) -> Gw:
     c = copy.deepcopy(cfg)
-    c["listen"] = {"max_body_bytes": 600 * 1024, "max_buffered_bytes": 1024 * 1024}
+    c["listen"] = {
+        "max_body_bytes": 600 * 1024,
+        "max_buffered_bytes": 1024 * 1024,
+        "body_timeout_s": 3,
+    }
     c["health"] = {"interval_s": 5, "timeout_s": 1, "services": {}}
     return gateways(c, "small-buffer")
 
@@ -174,3 +179,17 @@ def test_bodies_over_max_buffered_bytes_in_total_are_503(
     with connect(gw) as c:
         c.sendall(head("/v1/chat/completions", len(payload), token=token()) + payload)
         assert read_response(c, 10)[0] == 200
+
+
+def test_a_slow_body_is_refused_after_body_timeout_s(small_buffer_gw: Gw, token: Tokens) -> None:
+    payload = json.dumps(
+        {"model": "llama-3-chat", "messages": [{"role": "user", "content": "slow"}]}
+    ).encode()
+    with connect(small_buffer_gw) as s:
+        t0 = time.monotonic()
+        s.sendall(head("/v1/chat/completions", len(payload), token=token()) + payload[:10])
+        status, headers, body = read_response(s, 10)  # and never the rest
+        elapsed = time.monotonic() - t0
+    assert status == 400 and "Not received within 3s" in body["error"]["details"]["issue"]
+    assert headers.get("connection") == "close"
+    assert 2.5 < elapsed < 6

@@ -510,7 +510,12 @@ class Gateway:
             if scope["method"] == "POST":
                 lim = st.cfg.listen
                 held = await request_body.read(
-                    scope, receive, lim.max_body_bytes, self.bodies, lim.max_buffered_bytes
+                    scope,
+                    receive,
+                    lim.max_body_bytes,
+                    self.bodies,
+                    lim.max_buffered_bytes,
+                    lim.body_timeout_s,
                 )
             if route.proxy:
                 watcher = asyncio.get_running_loop().create_task(

@@ -1,6 +1,6 @@
 """Request bodies: read only after the request was admitted (token, permissions, rate limit),
-bounded per request (``listen.max_body_bytes``) and over all requests in flight
-(``listen.max_buffered_bytes``).
+bounded per request (``listen.max_body_bytes``), over all requests in flight
+(``listen.max_buffered_bytes``) and in time (``listen.body_timeout_s`` for the whole body).
 
 An unauthenticated client is answered from its headers and never has its body read; a body
 declared or found larger than allowed is refused as soon as that is known, not read to its end.
@@ -9,6 +9,7 @@ Either way the response says ``Connection: close``, so the server drops the rest
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +52,12 @@ def too_large(limit: int) -> GatewayError:
     return err
 
 
+def too_slow(timeout_s: float) -> GatewayError:
+    err = invalid("body", f"Not received within {timeout_s:g}s")
+    err.headers.append(CLOSE)
+    return err
+
+
 def busy() -> GatewayError:
     return GatewayError(
         "MODEL_UNAVAILABLE",
@@ -66,6 +73,7 @@ async def read(
     limit: int,
     budget: Budget,
     total: int,
+    timeout_s: float,
 ) -> int:
     """Read the body into ``scope["_body"]``; returns the bytes it holds of ``budget`` (the
     caller gives them back when the request ends, also when this raises)."""
@@ -74,9 +82,15 @@ async def read(
         raise too_large(limit)
     chunks: list[bytes] = []
     held = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     try:
         while True:
-            msg = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    msg = await receive()
+            except TimeoutError:
+                raise too_slow(timeout_s) from None
             if msg["type"] == "http.disconnect":
                 raise ClientGone
             chunk = msg.get("body", b"")

@@ -83,6 +83,7 @@ class Listen(_Strict):
     # max_body_bytes each, at most max_buffered_bytes over all requests in flight (then 503)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_buffered_bytes: int = Field(128 * 1024 * 1024, ge=65536)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # the whole body, once admitted
     # peers whose X-Real-IP names the real client (the TLS edge on this host): per-IP limits and
     # the access log use that address; /metrics' allow-list always uses the peer itself
     trusted_proxies: list[str] = []
