@@ -618,10 +618,12 @@ class Gateway:
             await self.rate_limit(st, ctx, route.limit, who, limit)
 
     def client_ip(self, ctx: Ctx) -> str | None:
-        """The client's address: the peer, or the X-Real-IP a trusted proxy (the TLS edge) set."""
+        """The client's address: the peer, or the X-Real-IP a trusted proxy (the TLS edge) set;
+        on ``listen.unix_socket`` the peer is the front on this host, trusted like one."""
         client = ctx.scope.get("client")
         peer = client[0] if client else None
-        if self.state.cfg.listen.trusts(peer):
+        listen = self.state.cfg.listen
+        if listen.trusts(peer) or (listen.unix_socket is not None and not peer):
             real = ctx.headers.get(b"x-real-ip")
             if real:
                 text = real.decode("latin-1").strip()

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         factory=True,
         host=cfg.listen.host,
         port=cfg.listen.port,
+        uds=cfg.listen.unix_socket,
         workers=workers,
         loop="uvloop",
         http=GatewayHttpToolsProtocol,  # uvicorn's httptools, its 400s in our error format

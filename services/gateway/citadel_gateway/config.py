@@ -78,6 +78,9 @@ def _address_in(host: str | None, cidrs: list[str]) -> bool:
 class Listen(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
+    # serve on this unix socket instead of host:port: for a front server on the same host
+    # (nginx: timeouts, header limits and connection caps; docs/gateway-front.md)
+    unix_socket: str | None = None
     workers: int = Field(1, ge=1, le=64)
     # request bodies are read only once the request is admitted (token, rate limit): at most
     # max_body_bytes each, at most max_buffered_bytes over all requests in flight (then 503)
