@@ -35,7 +35,7 @@ from citadel.verify_run import format_summary, run_verify, summarize
 DEFAULT_INVENTORY = "inventory/production.yml"
 LAB_INVENTORY = "inventory/lab.yml"
 EXIT_INVALID = 2
-DEV_PERMISSIONS = ("vector:search",)
+DEV_PERMISSIONS = ("vector:search", "health:detailed")
 
 
 def _load(args: argparse.Namespace, require_secrets: bool = False) -> Loaded:

@@ -23,7 +23,6 @@ from pydantic import (
 )
 
 from citadel.model.common import (
-    ADMINS,
     ComponentConfig,
     Name,
     Port,
@@ -184,7 +183,7 @@ class Config(ComponentConfig):
             Port(
                 service="alertmanager",
                 number=self.port,
-                clients=("monitoring", ADMINS, *self.allowed_clients),
+                clients=("monitoring", *self.allowed_clients),
                 field="allowed_clients" if self.allowed_clients else "port",
             )
         ]

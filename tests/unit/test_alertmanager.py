@@ -359,22 +359,22 @@ def test_production_durations_are_the_defaults(production: Cluster) -> None:
 
 
 # -- firewall ----------------------------------------------------------------------------------
-def test_port_opens_to_monitoring_and_admins_only(lab: Cluster, tmp_path: Path) -> None:
+def test_port_opens_to_monitoring_and_allowed_clients_only(lab: Cluster, tmp_path: Path) -> None:
     host = lab.host("monitoring")
     pairs = firewall.allowed_pairs(lab, host)
-    # The monitoring host itself reaches it over loopback; the admin networks from outside.
-    assert pairs[("tcp", 9093)] == frozenset(host.firewall.admin_networks)
+    # Prometheus on the monitoring host reaches it locally; nobody else unless allowed_clients.
+    assert pairs[("tcp", 9093)] == frozenset()
     more = load_cluster(
         _inventory(tmp_path, [_alerting(FULL, allowed_clients=["gateway", "10.9.0.0/16"])])
     ).cluster
     got = firewall.allowed_pairs(more, more.host("monitoring"))[("tcp", 9093)]
     assert isinstance(got, frozenset)
-    assert {str(a) for a in got} == {"192.168.10.0/24", "192.168.10.39", "10.9.0.0/16"}
+    assert {str(a) for a in got} == {"192.168.10.39", "10.9.0.0/16"}
 
 
-def test_production_opens_it_to_its_admin_networks(production: Cluster) -> None:
+def test_production_keeps_it_to_the_monitoring_host(production: Cluster) -> None:
     got = firewall.allowed_pairs(production, production.host("monitoring"))[("tcp", 9093)]
-    assert got == frozenset(production.host("monitoring").firewall.admin_networks)
+    assert got == frozenset()  # engineers' networks: alertmanager.allowed_clients
 
 
 # -- the deploy --------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def _token(target: Any) -> str:
         auth.issuers[0],
         azp=azp,
         ttl_s=600,
-        permissions=["vector:search"],
+        # what the gateway's routes ask for (docs/gateway-auth.md): search, detailed health
+        permissions=["vector:search", "health:detailed"],
     )
 
 
