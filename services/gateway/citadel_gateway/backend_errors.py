@@ -42,6 +42,8 @@ def verdict(status: int) -> str:
 
 
 _SECRETS = [
+    # first: "Authorization: Bearer <token>" must lose the token, not just the word Bearer
+    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
     # key=value / key: value for credential-like keys (JSON quoting included)
     (
         re.compile(
@@ -53,7 +55,6 @@ _SECRETS = [
         ),
         r"\1[redacted]",
     ),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
     (re.compile(r"(?i)(\w+://)[^/\s:@]+:[^/\s@]+@"), r"\1[redacted]@"),  # URL user:password@
     (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"), "[redacted-jwt]"),
     (re.compile(r"\b[A-Za-z0-9+/_-]{32,}={0,2}"), "[redacted]"),  # long key-like strings
