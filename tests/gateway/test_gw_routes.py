@@ -89,7 +89,31 @@ def test_completions_stop_suffix(gw: Gw, token: Tokens, backend: str) -> None:
     assert body["object"] == "text_completion" and body["model"] == "llama-3-instruct"
     assert "stop=['\\n\\n']" in body["choices"][0]["text"]
     sent = backend_state(backend)["last_body"]
-    assert sent["stop"] == ["\n\n"] and sent["suffix"] == ""
+    # the document's empty suffix means none: vLLM would refuse it for Llama 3 (no FIM)
+    assert sent["stop"] == ["\n\n"] and "suffix" not in sent
+
+
+def test_a_real_suffix_for_a_model_without_fill_in_the_middle_is_refused_by_name(
+    gw: Gw, token: Tokens
+) -> None:
+    req = {"model": "llama-3-instruct", "prompt": "def fib(n):", "suffix": "    return x"}
+    with gw.client() as c:
+        r = c.post("/v1/completions", json=req, headers=token.headers())
+    assert r.status_code == 400
+    assert r.json()["error"]["details"]["field"] == "suffix"
+
+
+def test_a_fill_in_the_middle_model_gets_its_suffix(
+    gateways: GatewayFactory, cfg: dict[str, Any], backend: str, token: Tokens
+) -> None:
+    c = copy.deepcopy(cfg)
+    c["models"]["llama-3-instruct"]["fill_in_middle"] = True
+    g = gateways(c, "fim")
+    req = {"model": "llama-3-instruct", "prompt": "def fib(n):", "suffix": "    return x"}
+    with g.client() as client:
+        r = client.post("/v1/completions", json=req, headers=token.headers())
+    assert r.status_code == 200, r.text
+    assert backend_state(backend)["last_body"]["suffix"] == "    return x"
 
 
 def test_embeddings_shape_string_and_list(gw: Gw, token: Tokens) -> None:

@@ -301,6 +301,19 @@ def validate_completions(body: dict[str, Any]) -> None:
         raise invalid("suffix", "Must be a string")
 
 
+def without_empty_suffix(body: dict[str, Any], fill_in_middle: bool, raw: bytes) -> bytes:
+    """The API document's instruct example sends ``"suffix": ""``; vLLM refuses any suffix for a
+    model without fill-in-the-middle (Llama 3). An empty one means none: dropped. A real one
+    for such a model is the client's error, named, rather than the engine's 400 relayed."""
+    suffix = body.get("suffix")
+    if suffix is None or suffix == "":
+        del body["suffix"]
+        return _dumps(body)
+    if not fill_in_middle:
+        raise invalid("suffix", "This model does not complete with a suffix (fill-in-the-middle)")
+    return raw
+
+
 def validate_embeddings(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -709,6 +722,8 @@ class Gateway:
         if model.upstream_model:
             body["model"] = model.upstream_model
             raw = _dumps(body)
+        if kind == "completions" and "suffix" in body:
+            raw = without_empty_suffix(body, model.fill_in_middle, raw)
         stream = bool(body.get("stream"))
         key: str | None = None
         if st.cfg.cache.enabled and cacheable(

@@ -126,6 +126,9 @@ class Model(_Strict):
     backends: list[Annotated[Backend, Field()]] = Field(min_length=1)
     timeout_s: float = Field(120.0, gt=0, le=3600)
     upstream_model: str | None = None
+    # The engine completes with a `suffix` (fill-in-the-middle). Llama 3 does not, and vLLM
+    # refuses any non-null suffix for such a model: an empty one is dropped, another refused.
+    fill_in_middle: bool = False
 
     @field_validator("backends", mode="before")
     @classmethod
