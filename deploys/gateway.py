@@ -13,6 +13,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.components.gateway import ETC, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
@@ -84,7 +85,10 @@ def activate(
             and not started.did_change()
         ),
     )
-    url = f"http://127.0.0.1:{cfg.port}/health"
+    if ctx.host.edge_tls is not None and ctx.view.deployed(ctx.host, "edge_tls"):
+        url = f"--unix-socket {GATEWAY_SOCKET} http://localhost/health"  # nginx fronts it
+    else:
+        url = f"http://127.0.0.1:{cfg.port}/health"
     server.shell(
         name=f"Wait until {url} answers",
         commands=[ready_check(SERVICE, url, '"status"', 60)],

@@ -1,12 +1,18 @@
-"""nginx terminating TLS in front of the gateway (HTTP on the gateway port stays, as documented)."""
+"""The gateway's client-facing edge: nginx on the gateway host, HTTP on the gateway's port (as the
+API document has it) and HTTPS, in front of the gateway's unix socket.
+
+nginx, not our code, holds the security boundary for every client: header and body timeouts,
+header size limits, idle keep-alive, connections per client address (hardening: slow and
+oversized clients; measured in bench/RESULTS.md, "Client-facing front").
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -16,6 +22,20 @@ NGINX_CHECK = "/usr/local/lib/citadel/check-nginx"
 SITE = "/etc/nginx/conf.d/citadel-edge-tls.conf"
 SELF_SIGNED_CERT = "/etc/ssl/citadel/edge-selfsigned.crt"
 SELF_SIGNED_KEY = "/etc/ssl/private/citadel-edge-selfsigned.key"
+# The gateway's socket when nginx fronts it (its unit's RuntimeDirectory; uvicorn makes it 0666).
+GATEWAY_SOCKET = "/run/citadel-gateway/gateway.sock"
+
+
+class Front(StrictModel):
+    """What nginx enforces before the gateway sees a byte; the defaults were measured."""
+
+    header_timeout_s: int = Field(default=5, ge=1, le=300)  # the whole request head (slowloris)
+    body_timeout_s: int = Field(default=10, ge=1, le=600)  # between two reads of a body
+    keepalive_timeout_s: int = Field(default=5, ge=0, le=300)  # an idle keep-alive connection
+    send_timeout_s: int = Field(default=10, ge=1, le=600)  # between two writes to the client
+    header_line_kib: int = Field(default=16, ge=1, le=64)  # a header line; the head <= 4 of them
+    max_body_mib: int = Field(default=1, ge=1, le=1024)  # = the gateway's listen.max_body_bytes
+    connections_per_client: int = Field(default=200, ge=1)  # per client address
 
 
 class Config(ComponentConfig):
@@ -24,6 +44,7 @@ class Config(ComponentConfig):
     certificate_file: str | None = None
     key_file: str | None = None
     hsts: bool = False
+    front: Front = Front()
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Config:
@@ -58,6 +79,10 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             dest=SITE,
             template="edge_tls/edge-tls.conf.j2",
             validate=f"{NGINX_CHECK} {{path}}",
-            extra={"upstream_port": gateway.port, "timeout_s": int(gateway.backend_timeout_s) + 30},
+            extra={
+                "gateway_port": gateway.port,
+                "socket": GATEWAY_SOCKET,
+                "timeout_s": int(gateway.backend_timeout_s) + 30,
+            },
         ),
     ]

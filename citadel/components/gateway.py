@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
 from citadel.model.files import FileSpec
@@ -124,7 +125,11 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             template="gateway/config.yml.j2",
             mode="0640",
             group="citadel-gateway",
-            extra={"secret_files": SECRET_FILES, "health_names": HEALTH_NAMES},
+            extra={
+                "secret_files": SECRET_FILES,
+                "health_names": HEALTH_NAMES,
+                "gateway_socket": GATEWAY_SOCKET,
+            },
             validate=f"{VENV}/bin/citadel-gateway --check --config {{path}}",
         ),
         FileSpec(

@@ -42,6 +42,11 @@ def test_listen_unix_socket_serves_there_and_not_on_tcp(
         real = "203.0.113.77"
         assert client.get("/health", headers={"X-Real-IP": real}).status_code == 200
         wait_until(lambda: f'"client":"{real}"' in gw.log(), 5, "the access log line")
+        # /metrics' allow-list: behind the front, the client's address decides (127.0.0.1 is
+        # allowed by default; nginx overwrites X-Real-IP, so a client cannot claim it)
+        assert client.get("/metrics", headers={"X-Real-IP": "127.0.0.1"}).status_code == 200
+        assert client.get("/metrics", headers={"X-Real-IP": real}).status_code == 403
+        assert client.get("/metrics").status_code == 403
         host, port = gw.url.removeprefix("http://").split(":")
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=1).close()

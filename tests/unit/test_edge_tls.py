@@ -36,12 +36,54 @@ def lab() -> Cluster:
 
 def test_production_uses_the_model_certificate(production: Cluster) -> None:
     site = files(production)[edge_tls.SITE]
-    assert "listen 443 ssl;" in site
+    assert "listen 443 ssl backlog=4096;" in site
     assert "ssl_certificate /etc/ssl/citadel/gateway.crt;" in site
     assert "ssl_certificate_key /etc/ssl/private/citadel-gateway.key;" in site
-    assert "proxy_pass http://192.168.10.39:8000;" in site
+    assert f"server unix:{edge_tls.GATEWAY_SOCKET};" in site
+    assert site.count("proxy_pass http://citadel_gateway;") == 2  # HTTP :8000 and HTTPS
     assert "Strict-Transport-Security" not in site  # HSTS off by default
     assert "proxy_buffering off;" in site  # streamed completions
+
+
+def test_nginx_fronts_the_documents_http_port_with_the_limits(production: Cluster) -> None:
+    """Slow and oversized clients meet nginx's limits, never the gateway (hardening, finding 2)."""
+    site = files(production)[edge_tls.SITE]
+    assert "listen 8000 backlog=4096;" in site
+    for directive in (
+        "client_header_timeout 5s;",
+        "client_body_timeout 10s;",
+        "keepalive_timeout 5s;",
+        "large_client_header_buffers 4 16k;",
+        "client_max_body_size 1m;",
+        "limit_conn citadel_gateway_conn 200;",
+        "proxy_request_buffering off;",
+    ):
+        assert site.count(directive) == 2, directive  # both servers
+    # nginx's own refusals speak the document's error format
+    assert '"code":"INVALID_PARAMS"' in site and '"code":"RATE_LIMITED"' in site
+
+
+def test_the_limits_are_inventory_settings(production: Cluster) -> None:
+    cfg = edge_tls.Config(
+        certificate_file="/c.pem",
+        key_file="/k.pem",
+        front=edge_tls.Front(header_timeout_s=3, connections_per_client=50),
+    )
+    site = files(production, cfg)[edge_tls.SITE]
+    assert "client_header_timeout 3s;" in site
+    assert "limit_conn citadel_gateway_conn 50;" in site
+
+
+def test_the_gateway_serves_the_front_on_its_socket(production: Cluster) -> None:
+    from citadel.render import render_host
+
+    host = production.host("gateway")
+    config = next(
+        f.content
+        for f in render_host(production, host)
+        if f.spec.dest == "/etc/citadel-gateway/config.yml"
+    )
+    assert f"unix_socket: {edge_tls.GATEWAY_SOCKET}" in config
 
 
 def test_lab_uses_a_self_signed_pair(lab: Cluster) -> None:
@@ -49,7 +91,7 @@ def test_lab_uses_a_self_signed_pair(lab: Cluster) -> None:
     assert cfg is not None and cfg.self_signed
     site = files(lab)[edge_tls.SITE]
     assert f"ssl_certificate {edge_tls.SELF_SIGNED_CERT};" in site
-    assert "proxy_pass http://10.210.10.39:8000;" in site
+    assert "proxy_pass http://citadel_gateway;" in site
 
 
 def test_hsts_when_asked(production: Cluster) -> None:
@@ -106,5 +148,5 @@ def test_site_passes_nginx_t_and_a_broken_one_fails(production: Cluster, tmp_pat
     # a missing key file is caught before reload, like a syntax error
     site.write_text(rendered[edge_tls.SITE].replace(str(key), str(tmp_path / "missing.key")))
     assert subprocess.run([str(check), str(site)], capture_output=True).returncode != 0
-    site.write_text(rendered[edge_tls.SITE].replace("listen 443 ssl;", "listen 443 ssl"))
+    site.write_text(rendered[edge_tls.SITE].replace("listen 443 ssl backlog=4096;", "listen 443"))
     assert subprocess.run([str(check), str(site)], capture_output=True).returncode != 0

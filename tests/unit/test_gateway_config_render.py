@@ -113,9 +113,10 @@ def test_backends_point_at_their_hosts_gpu_exporter_which_lets_the_gateway_in() 
             assert gateway.address in loaded.cluster.port_clients(host, gpu_port)
 
 
-def test_the_tls_edge_on_the_gateway_host_is_a_trusted_proxy() -> None:
+def test_behind_the_edge_on_its_host_the_gateway_serves_nginx_on_a_unix_socket() -> None:
     cluster = load_cluster("inventory/lab.yml").cluster
     gateway = cluster.host("gateway")
     assert gateway.edge_tls is not None and gateway.edge_tls.skip is None
     listen = gateway_config("inventory/lab.yml")["listen"]
-    assert listen["trusted_proxies"] == [f"{gateway.address}/32", "127.0.0.1/32"]
+    assert listen["unix_socket"] == "/run/citadel-gateway/gateway.sock"
+    assert "trusted_proxies" not in listen  # the socket's peer is the front on this host

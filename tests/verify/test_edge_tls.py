@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from tests.verify.declared import wait_for
 
@@ -54,3 +55,71 @@ def test_health_through_tls_from_another_host(target):
     assert names.get("server", "").startswith("nginx")  # answered via nginx
     assert ("strict-transport-security" in names) == gw.edge_tls.hsts
     assert "status" in json.loads(body)
+
+
+# -- the front: slow and oversized clients meet nginx's limits (hardening, finding 2) ----------
+# Bounded probes (a handful of connections) from another host of the inventory.
+FRONT_PROBE = r"""
+import json, socket, sys, time
+addr, port, timeout_s, idle = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+out = {}
+# 1. slowloris: a head that never ends is closed by the front within its header timeout
+s = socket.create_connection((addr, port), timeout=timeout_s + 10)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nX-Slow: 1")
+t0 = time.monotonic()
+try:
+    while s.recv(65536):
+        pass
+except OSError:
+    pass
+out["slow_closed_after_s"] = round(time.monotonic() - t0, 1)
+s.close()
+# 2. an oversized header line is refused in the document's error format
+s = socket.create_connection((addr, port), timeout=10)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n")
+reply = b""
+try:
+    while chunk := s.recv(65536):
+        reply += chunk
+except OSError:
+    pass
+s.close()
+head, _, body = reply.partition(b"\r\n\r\n")
+out["big_status"] = int(head.split()[1]) if head else None
+out["big_code"] = json.loads(body)["error"]["code"] if body.startswith(b"{") else None
+# 3. idle connections do not keep a legitimate client out, and are closed in time
+idlers = [socket.create_connection((addr, port), timeout=30) for _ in range(idle)]
+t0 = time.monotonic()
+s = socket.create_connection((addr, port), timeout=10)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+reply = b""
+while chunk := s.recv(65536):
+    reply += chunk
+out["legit_status"] = int(reply.split()[1])
+out["legit_s"] = round(time.monotonic() - t0, 2)
+time.sleep(timeout_s + 3)
+closed = 0
+for c in idlers:
+    c.settimeout(1)
+    try:
+        closed += c.recv(1) == b""
+    except OSError:
+        closed += 1
+out["idle_closed"] = closed
+print(json.dumps(out))
+"""
+
+
+def test_the_front_closes_slow_and_idle_clients_and_refuses_oversized_heads(target):
+    gw, front = target.host, target.host.edge_tls.front
+    client = next(h.name for h in target.cluster.hosts if h.name != gw.name)
+    idle = 50
+    out = target.on(client).check_output(
+        f"python3 -c {shlex.quote(FRONT_PROBE)} {gw.address} {gw.gateway.port} "
+        f"{max(front.header_timeout_s, front.keepalive_timeout_s)} {idle}"
+    )
+    got = json.loads(out)
+    assert got["slow_closed_after_s"] <= front.header_timeout_s + 2, got
+    assert got["big_status"] in (400, 431) and got["big_code"] == "INVALID_PARAMS", got
+    assert got["legit_status"] == 200 and got["legit_s"] < 1.0, got
+    assert got["idle_closed"] == idle, got

@@ -1024,8 +1024,12 @@ class Gateway:
         )
 
     async def h_metrics(self, ctx: Ctx) -> None:
+        # Behind a TCP proxy the peer decides (the proxy relays for everyone); behind the front
+        # on the unix socket (nginx on this host, overwriting X-Real-IP) the client's address does.
         client = ctx.scope.get("client")
-        if not self.state.cfg.metrics.allows(client[0] if client else None):
+        peer = client[0] if client else None
+        front = self.state.cfg.listen.unix_socket is not None and not peer
+        if not self.state.cfg.metrics.allows(self.client_ip(ctx) if front else peer):
             raise GatewayError("INSUFFICIENT_PERMS", "Metrics are not served to this address")
         out = metrics.render()
         await ctx.start(
