@@ -24,6 +24,7 @@ from citadel.converge import (
     run_pyinfra,
     write_report,
 )
+from citadel.devtokens import mint_dev_token
 from citadel.errors import CitadelError, InventoryError
 from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
@@ -35,7 +36,6 @@ from citadel.verify_run import format_summary, run_verify, summarize
 DEFAULT_INVENTORY = "inventory/production.yml"
 LAB_INVENTORY = "inventory/lab.yml"
 EXIT_INVALID = 2
-DEV_PERMISSIONS = ("vector:search", "health:detailed")
 
 
 def _load(args: argparse.Namespace, require_secrets: bool = False) -> Loaded:
@@ -170,26 +170,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     loaded = _load(args)
     gateway = next((h.gateway for h in loaded.cluster.with_role("gateway") if h.gateway), None)
-    if gateway is None or not gateway.auth.public_key_file:
-        raise CitadelError("this inventory's gateway has no local signing key (it uses a JWKS)")
-    private = Path(gateway.auth.public_key_file).with_name("private.pem")
-    if not private.exists():
-        raise CitadelError(f"{private}: no dev signing key (run `citadel lab up` first)")
-    try:
-        from citadel_gateway.devtoken import mint
-    except ImportError:
-        raise CitadelError("citadel-gateway is not installed here (make install)") from None
-    azp = gateway.auth.authorized_parties[0] if gateway.auth.authorized_parties else None
-    print(
-        mint(
-            private.read_bytes(),
-            args.sub,
-            gateway.auth.issuers[0],
-            azp=azp,
-            ttl_s=args.ttl,
-            permissions=args.perm or list(DEV_PERMISSIONS),
-        )
-    )
+    if gateway is None:
+        raise CitadelError("this inventory has no gateway")
+    print(mint_dev_token(gateway.auth, args.sub, ttl_s=args.ttl, permissions=args.perm or None))
     return 0
 
 

@@ -38,6 +38,8 @@ class Auth(StrictModel):
     public_key_file: str | None = None
     issuers: list[str] = Field(min_length=1)
     authorized_parties: list[str] = Field(default_factory=list)
+    # Accepted `aud` values; when set, a token must carry one of them (none: aud not checked).
+    audiences: list[str] = Field(default_factory=list)
     leeway_s: int = Field(default=30, ge=0, le=300)
     # Route glob -> the permission a token must carry (403 INSUFFICIENT_PERMS otherwise).
     route_permissions: dict[str, str] = Field(

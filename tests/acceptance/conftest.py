@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from citadel.devtokens import mint_dev_token
 from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import Cluster, Host
 from citadel.verify import testinfra_host
@@ -78,17 +79,7 @@ class Cluster_:
         assert gw is not None
         auth = gw.auth
         if auth.public_key_file:
-            from citadel_gateway.devtoken import mint
-
-            private = Path(auth.public_key_file).with_name("private.pem")
-            return mint(
-                private.read_bytes(),
-                sub,
-                auth.issuers[0],
-                azp=auth.authorized_parties[0] if auth.authorized_parties else None,
-                ttl_s=900,
-                permissions=PERMISSIONS,
-            )
+            return mint_dev_token(auth, sub, ttl_s=900, permissions=PERMISSIONS)
         name = getattr(auth, "verify_token_secret", None)
         assert name, "the gateway uses a JWKS: name a verification token secret in the inventory"
         return self.secret(str(name))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from citadel.components.gateway import HEALTH_NAMES
+from citadel.devtokens import mint_dev_token
 from tests.verify.declared import declared_skip, deployed_host, wait_for
 
 COMPONENT = "gateway"
@@ -34,19 +34,7 @@ def _token(target: Any) -> str:
         if not auth.verify_token_secret:
             pytest.fail("gateway.auth.verify_token_secret is not set: no credential to verify with")
         return str(target.secret(auth.verify_token_secret))
-    from citadel_gateway.devtoken import mint
-
-    private = Path(auth.public_key_file).with_name("private.pem")
-    azp = auth.authorized_parties[0] if auth.authorized_parties else None
-    return mint(
-        private.read_bytes(),
-        "verify",
-        auth.issuers[0],
-        azp=azp,
-        ttl_s=600,
-        # what the gateway's routes ask for (docs/gateway-auth.md): search, detailed health
-        permissions=["vector:search", "health:detailed"],
-    )
+    return mint_dev_token(auth, "verify", ttl_s=600)
 
 
 def _client_name(target: Any) -> str:
