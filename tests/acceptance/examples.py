@@ -50,22 +50,27 @@ EMBEDDINGS_REQUEST: dict[str, Any] = {
 # -- Data Management APIs -------------------------------------------------------------------------
 POSTGRES_SECTION = "Data Management APIs / PostgreSQL Database"
 SCHEMAS = ["ai_models", "embeddings", "users", "experiments", "monitoring"]
-PERFORMANCE_QUERY = """\
-SELECT
+# Verbatim from the API document (its "SELECT " lines end with a space); tests/verify uses them too.
+PERFORMANCE_QUERY = (
+    "SELECT "
+    + """
     model_name,
     avg_inference_time_ms,
     total_requests,
     success_rate
 FROM ai_models.performance_metrics
 WHERE created_at >= NOW() - INTERVAL '24 hours';"""
-SIMILARITY_QUERY = """\
-SELECT
+)
+SIMILARITY_QUERY = (
+    "SELECT "
+    + """
     doc_id,
     similarity_score
 FROM embeddings.document_vectors
 WHERE vector <-> $1 < 0.3
 ORDER BY vector <-> $1
 LIMIT 10;"""
+)
 
 REDIS_SECTION = "Data Management APIs / Redis Cache"
 REDIS_COMMANDS: list[list[str]] = [

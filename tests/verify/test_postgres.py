@@ -14,31 +14,10 @@ import pytest
 from citadel import migrations
 from citadel.components import postgres
 from citadel.render import HostView
+from tests.acceptance.examples import PERFORMANCE_QUERY as DOC_METRICS_QUERY
+from tests.acceptance.examples import SIMILARITY_QUERY as DOC_SIMILAR_QUERY
 
 COMPONENT = "postgres"
-
-# Verbatim from the API document (its "SELECT " lines end with a space).
-DOC_METRICS_QUERY = (
-    "SELECT "
-    + """
-    model_name,
-    avg_inference_time_ms,
-    total_requests,
-    success_rate
-FROM ai_models.performance_metrics
-WHERE created_at >= NOW() - INTERVAL '24 hours';"""
-)
-
-DOC_SIMILAR_QUERY = (
-    "SELECT "
-    + """
-    doc_id,
-    similarity_score
-FROM embeddings.document_vectors
-WHERE vector <-> $1 < 0.3
-ORDER BY vector <-> $1
-LIMIT 10;"""
-)
 
 # A Python one-liner run on another host: send a PostgreSQL startup message and report what the
 # server answers first ("R": it asks for authentication; "E ...": refused with the reason).
