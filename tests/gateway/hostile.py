@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loopserver import LoopServer
+
 
 @dataclass
 class Req:
@@ -75,7 +77,7 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str
 
 
 @dataclass
-class HostileBackend:
+class HostileBackend(LoopServer):
     script: Script
     connections: int = 0
     posts: list[Req] = field(default_factory=list)
@@ -112,34 +114,3 @@ class HostileBackend:
             pass
         finally:
             writer.close()
-
-    def start(self) -> HostileBackend:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                server.close()
-                tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-                loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)

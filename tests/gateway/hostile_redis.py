@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from citadel_gateway.ratelimit import GCRA_SHA
 from citadel_gateway.resp import _Incomplete, parse
 
+from .loopserver import LoopServer
+
 VALID = b"*4\r\n:1\r\n:9\r\n:0\r\n:1000000\r\n"
 
 
 @dataclass
-class HostileRedis:
+class HostileRedis(LoopServer):
     evalsha: list[bytes] = field(default_factory=lambda: [VALID])
     evalshas: int = 0
     port: int = 0
@@ -59,34 +61,3 @@ class HostileRedis:
             pass
         finally:
             writer.close()
-
-    def start(self) -> HostileRedis:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                server.close()
-                tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-                loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
