@@ -3,7 +3,7 @@ and the whole deploy of a service Debian packages (``apt_service``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, NamedTuple, TypeVar
 
@@ -81,6 +81,37 @@ def _own_operations(position: int) -> Iterator[None]:
         yield
     finally:
         host.loop_position.pop()
+
+
+def restart_or_reload(
+    component: str,
+    service: str,
+    changed: Sequence[OperationMeta],
+    dests: Sequence[str],
+    *,
+    restart_on: Collection[str],
+    restart_why: str,
+    reload_why: str,
+) -> None:
+    """Keep ``service`` running; restart it when a file it reads only at start (``restart_on``:
+    its command line's defaults file) changed, reload it when any other of its files changed.
+    ``changed`` are the file operations, in the order of their destinations ``dests``."""
+    at_start = [op for op, dest in zip(changed, dests, strict=True) if dest in restart_on]
+    reloadable = [op for op in changed if op not in at_start]
+    with _own_operations(ORDER.index(component)):
+        systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+        systemd.service(
+            name=f"Restart {service} ({restart_why})",
+            service=service,
+            restarted=True,
+            _if=any_changed(*at_start),
+        )
+        systemd.service(
+            name=f"Reload {service} ({reload_why})",
+            service=service,
+            reloaded=True,
+            _if=any_changed(*reloadable),
+        )
 
 
 class ServiceDeploy(NamedTuple, Generic[C]):

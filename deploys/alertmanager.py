@@ -8,14 +8,14 @@ SIGHUP), only its arguments (/etc/default/prometheus-alertmanager: listen addres
 from __future__ import annotations
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files
 
 from citadel.components import alertmanager as model
 from citadel.components.alertmanager import Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
+from deploys._service import restart_or_reload
 
 SERVICE = model.SERVICE
 
@@ -39,21 +39,14 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 @deploy("alertmanager: activate")
 def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    dests = [f.spec.dest for f in ctx.files("alertmanager")]
-    args = [op for op, dest in zip(changed, dests, strict=True) if dest == model.DEFAULTS_FILE]
-    reloadable = [op for op in changed if op not in args]
-    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
-    systemd.service(
-        name=f"Restart {SERVICE} (listen address changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*args),
-    )
-    systemd.service(
-        name=f"Reload {SERVICE} (configuration or receiver secret changed)",
-        service=SERVICE,
-        reloaded=True,
-        _if=any_changed(*reloadable),
+    restart_or_reload(
+        "alertmanager",
+        SERVICE,
+        changed,
+        [f.spec.dest for f in ctx.files("alertmanager")],
+        restart_on={model.DEFAULTS_FILE},
+        restart_why="listen address changed",
+        reload_why="configuration or receiver secret changed",
     )
 
 

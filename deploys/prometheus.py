@@ -10,8 +10,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files
 
 from citadel.components import prometheus as model
 from citadel.components.prometheus import Config
@@ -19,6 +18,7 @@ from citadel.render import RenderedFile
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
+from deploys._service import restart_or_reload
 
 SERVICE = "prometheus"
 PROBE_TIMEOUT_S = 10
@@ -64,20 +64,14 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 @deploy("prometheus: activate")
 def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    args = [op for op, f in zip(changed, _dests(ctx, cfg), strict=True) if f == model.DEFAULTS_FILE]
-    reloadable = [op for op in changed if op not in args]
-    systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
-    systemd.service(
-        name=f"Restart {SERVICE} (listen address or retention changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*args),
-    )
-    systemd.service(
-        name=f"Reload {SERVICE} (configuration or rules changed)",
-        service=SERVICE,
-        reloaded=True,
-        _if=any_changed(*reloadable),
+    restart_or_reload(
+        "prometheus",
+        SERVICE,
+        changed,
+        _dests(ctx, cfg),
+        restart_on={model.DEFAULTS_FILE},
+        restart_why="listen address or retention changed",
+        reload_why="configuration or rules changed",
     )
 
 
