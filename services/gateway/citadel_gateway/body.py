@@ -29,10 +29,8 @@ class Budget:
         self.used = 0
 
 
-def has_unread_body(scope: dict[str, Any]) -> bool:
-    """The request announced a body the application has not read."""
-    if "_body" in scope:
-        return False
+def announced(scope: dict[str, Any]) -> bool:
+    """The request announced a body (read or not: the caller knows which)."""
     for name, value in scope.get("headers") or ():
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
@@ -74,9 +72,9 @@ async def read(
     budget: Budget,
     total: int,
     timeout_s: float,
-) -> int:
-    """Read the body into ``scope["_body"]``; returns the bytes it holds of ``budget`` (the
-    caller gives them back when the request ends, also when this raises)."""
+) -> bytes:
+    """Read the whole body; as many bytes of ``budget`` as it has stay held (the caller gives
+    them back when the request ends; when this raises, they are already given back)."""
     declared = _declared(scope)
     if declared is not None and declared > limit:
         raise too_large(limit)
@@ -107,5 +105,4 @@ async def read(
     except BaseException:
         budget.used -= held
         raise
-    scope["_body"] = b"".join(chunks)
-    return held
+    return b"".join(chunks)

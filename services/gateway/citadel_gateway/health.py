@@ -7,14 +7,12 @@ import contextlib
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from .config import HttpProbe, ModelProbe, SimpleProbe, SkippedProbe, TcpProbe
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .app import State
+from .state import State
 
 log = logging.getLogger("citadel_gateway.health")
 

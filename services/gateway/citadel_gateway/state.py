@@ -1,0 +1,72 @@
+"""What one config builds (clients, limiter, cache, backend pools); a reload builds a new one
+and swaps it in whole, keeping what did not change (connections, breaker state)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from .auth import Authenticator
+from .backends import BackendState, Pool
+from .cache import ResponseCache
+from .config import GatewayConfig
+from .ratelimit import RateLimiter
+from .redisconn import RedisConn
+from .upstream import UpstreamClient
+
+
+class State:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        session: aiohttp.ClientSession,
+        previous: State | None = None,
+    ):
+        self.cfg = cfg
+        self.session = session  # JWKS, health probes, Qdrant: off the per-request hot path
+        up = cfg.upstream
+        self.upstream: UpstreamClient
+        if previous is not None and previous.cfg.upstream == up:
+            self.upstream = previous.upstream
+        else:
+            self.upstream = UpstreamClient(
+                max_connections=up.max_connections,
+                connect_timeout_s=up.connect_timeout_s,
+                keepalive_s=up.keepalive_s,
+                max_header_bytes=up.max_response_header_bytes,
+                max_headers=up.max_response_headers,
+            )
+        self.redis: RedisConn
+        if previous is not None and previous.cfg.redis == cfg.redis:
+            self.redis = previous.redis
+        else:
+            self.redis = RedisConn(cfg.redis)
+        self.limiter = RateLimiter(self.redis)
+        self.cache = ResponseCache(cfg.cache, self.redis)
+        self.auth = Authenticator(cfg.auth, session)
+        old = previous.backends if previous is not None else {}
+        self.backends: dict[str, BackendState] = {}
+        self.pools: dict[str, Pool] = {}
+        for name, model in cfg.models.items():
+            states = []
+            for b in model.backends:
+                st = self.backends.get(b.url)
+                if st is None:
+                    prev = old.get(b.url)
+                    if prev is not None and prev.api_key == b.api_key and prev.cfg == cfg.upstream:
+                        st = prev
+                        st.models = set()
+                        st.gpu_metrics_url = None
+                    else:
+                        st = BackendState(b.url, b.api_key, cfg.upstream)
+                    self.backends[b.url] = st
+                # one URL is one backend host: any model's entry may name its GPU exporter
+                st.gpu_metrics_url = st.gpu_metrics_url or b.gpu_metrics_url
+                st.models.add(name)
+                states.append(st)
+            self.pools[name] = Pool(name, states)
+
+    async def close_unshared(self, new: State) -> None:
+        if self.redis is not new.redis:
+            await self.redis.close()
+        if self.upstream is not new.upstream:
+            self.upstream.close()  # idle connections only; requests in flight finish
