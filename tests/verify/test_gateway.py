@@ -9,6 +9,7 @@ by the operators from their identity provider with the claims of docs/gateway-au
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Any
 
@@ -20,6 +21,10 @@ from tests.verify.declared import declared_skip, deployed_host, wait_for
 
 COMPONENT = "gateway"
 HEALTH_SETTLE_S = 20
+# The sandbox's bound (templates/_shared/sandbox.j2, docs/security.md): `systemd-analyze
+# security` scores every unit citadel writes this or below. Shared with the other unit modules'
+# sandbox checks and with tests/unit/test_sandbox.py (the same bound, offline).
+MAX_EXPOSURE = 2.5
 CHAT = {
     "model": "llama-3-chat",
     "messages": [{"role": "user", "content": "Hello, world!"}],
@@ -72,6 +77,31 @@ def _url(target: Any, path: str) -> str:
 def test_service_runs(target):
     service = target.infra.service("citadel-gateway")
     assert service.is_running and service.is_enabled
+
+
+def exposure(report: str) -> float:
+    """The overall exposure level (0-10) of a `systemd-analyze security UNIT` report."""
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", report)
+    assert match, f"no overall exposure level in systemd-analyze's report:\n{report[-2000:]}"
+    return float(match.group(1))
+
+
+def assert_sandboxed(infra: Any, service: str) -> None:
+    """The service is active under its sandbox: systemd-analyze scores it MAX_EXPOSURE or below.
+
+    Online: the properties systemd loaded on the host (drop-ins included), not the file we wrote.
+    LC_ALL=C: a plain ASCII report (no glyphs for testinfra to decode).
+    """
+    assert infra.service(service).is_running, f"{service} is not active"
+    report = infra.check_output(f"LC_ALL=C systemd-analyze security --no-pager {service}.service")
+    level = exposure(report)
+    assert level <= MAX_EXPOSURE, (
+        f"{service}: exposure {level} > {MAX_EXPOSURE}; what is open:\n{report}"
+    )
+
+
+def test_service_is_sandboxed(target):
+    assert_sandboxed(target.infra, "citadel-gateway")
 
 
 def _declared_qdrant_skip(target: Any) -> str | None:

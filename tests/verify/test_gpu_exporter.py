@@ -6,6 +6,7 @@ import json
 import re
 
 from tests.verify.declared import deployed_host, wait_for
+from tests.verify.test_gateway import assert_sandboxed
 
 COMPONENT = "gpu_exporter"
 SCRAPE_SETTLE_S = 60  # a (re)started exporter is up at Prometheus' next scrapes
@@ -25,6 +26,10 @@ def test_service_runs_and_is_enabled(target):
     service = target.infra.service("citadel-gpu-exporter")
     assert service.is_running
     assert service.is_enabled
+
+
+def test_service_is_sandboxed(target):
+    assert_sandboxed(target.infra, "citadel-gpu-exporter")
 
 
 def test_listens_on_host_address(target):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 
+from tests.verify.test_gateway import assert_sandboxed
+
 COMPONENT = "llamacpp"
 
 
@@ -24,6 +26,10 @@ def test_service_runs_and_is_enabled(target):
     service = target.infra.service("llama-cpp")
     assert service.is_running
     assert service.is_enabled
+
+
+def test_service_is_sandboxed(target):
+    assert_sandboxed(target.infra, "llama-cpp")
 
 
 def test_listens_on_host_address(target):
