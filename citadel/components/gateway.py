@@ -1,11 +1,19 @@
-"""The API gateway (services/gateway): auth, rate limits, load balancing, the document's errors."""
+"""The API gateway (services/gateway): auth, rate limits, load balancing, the document's errors.
+
+The gateway's config file is the gateway's own model (``citadel_gateway.config``), built here
+from this section and the inventory and written as YAML: what the gateway would refuse,
+``citadel validate`` refuses (the parts this section decides) or rendering does (the rest).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+import yaml
+from citadel_gateway import config as gw
+from pydantic import Field, ValidationError, model_validator
 
 from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.errors import CitadelError
@@ -13,23 +21,10 @@ from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, 
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
+    from citadel.model.cluster import Host
     from citadel.render import HostView
 
-
-class RateLimit(StrictModel):
-    per_minute: int = Field(ge=1)
-    burst: int = Field(ge=1)
-
-
-class RateLimits(StrictModel):
-    """Per subject (JWT sub; client address for /health): the API document's table."""
-
-    enabled: bool = True
-    chat_completions: RateLimit = RateLimit(per_minute=60, burst=10)
-    completions: RateLimit = RateLimit(per_minute=60, burst=10)
-    embeddings: RateLimit = RateLimit(per_minute=120, burst=20)
-    collection_search: RateLimit = RateLimit(per_minute=300, burst=50)
-    health: RateLimit = RateLimit(per_minute=600, burst=100)
+T = TypeVar("T")
 
 
 class Auth(StrictModel):
@@ -61,23 +56,28 @@ class Auth(StrictModel):
         return self
 
 
-class Cors(StrictModel):
-    """Browser origins allowed to call the API (the document's JavaScript SDK from a page)."""
-
-    allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$")]] = (
-        Field(default_factory=list)
-    )
-
-
 class Config(ComponentConfig):
     port: PortNumber = 8000
     workers: int = Field(default=2, ge=1, le=64)
     auth: Auth
-    rate_limits: RateLimits = RateLimits()
+    # per subject (JWT sub; client address for /health): the API document's table
+    rate_limits: gw.RateLimits = gw.RateLimits()
     redis_failure: Literal["open", "closed"] = "open"
-    cache_ttl_s: int = Field(default=3600, ge=0)
-    backend_timeout_s: float = Field(default=120, gt=0)
-    cors: Cors = Cors()
+    cache_ttl_s: int = 3600
+    backend_timeout_s: gw.ModelTimeoutS = 120
+    # browser origins allowed to call the API (the document's JavaScript SDK from a page)
+    cors: gw.Cors = gw.Cors()
+
+    @model_validator(mode="after")
+    def _as_the_gateway_reads_it(self) -> Config:
+        """Build the gateway's sections this config alone decides: the gateway's refusals
+        are this file's. (Exactly one key source is the cluster check's rule.)"""
+        _section("port, workers", lambda: _listen(self, None))
+        _section("cache_ttl_s", lambda: _cache(self))
+        _section("redis_failure", lambda: _redis(self, None))
+        if (self.auth.jwks_url is None) != (self.auth.public_key_file is None):
+            _section("auth", lambda: _auth(self.auth))
+        return self
 
     def ports(self) -> list[Port]:
         return [Port(service="gateway", number=self.port, field="port")]
@@ -127,11 +127,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             template="gateway/config.yml.j2",
             mode="0640",
             group="citadel-gateway",
-            extra={
-                "secret_files": SECRET_FILES,
-                "health_names": HEALTH_NAMES,
-                "gateway_socket": GATEWAY_SOCKET,
-            },
+            extra={"config_yaml": config_yaml(gateway_config(view, cfg))},
             validate=f"{VENV}/bin/citadel-gateway --check --config {{path}}",
         ),
         FileSpec(
@@ -143,6 +139,136 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
 
 
 VENV = "/opt/citadel-gateway"
+PUBLIC_KEY = f"{ETC}/jwt-public.pem"
+
+
+def config_yaml(config: gw.GatewayConfig) -> str:
+    """What was set (the rest is the gateway's defaults), in the model's order."""
+    data = config.model_dump(mode="json", exclude_unset=True)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def gateway_config(view: HostView, cfg: Config) -> gw.GatewayConfig:
+    """The gateway's config for this host: backends, Qdrant, PostgreSQL, Redis, the metrics
+    allow-list and /health's services from the inventory; the rest from ``cfg``."""
+    cluster, host = view.cluster, view.host
+    served: dict[str, tuple[str, list[Host]]] = {}
+    for h in cluster.model_hosts():
+        if h.model is not None and view.deployed(h, "model"):
+            served.setdefault(h.model.served_name, (h.model.api, []))[1].append(h)
+    qdrant_hosts = cluster.with_role("qdrant")
+    qdrants = [h for h in qdrant_hosts if view.deployed(h, "qdrant")]
+    databases = cluster.with_role("postgres")
+    redises = cluster.with_role("redis")
+    front = host.edge_tls is not None and view.deployed(host, "edge_tls")
+    sections: dict[str, Any] = {
+        # nginx on this host is the client-facing front (templates/edge_tls): the gateway
+        # serves it on a unix socket and takes the client's address from its X-Real-IP
+        "listen": _listen(cfg, GATEWAY_SOCKET if front else None),
+        "models": {
+            name: gw.Model(
+                kind=api,
+                timeout_s=cfg.backend_timeout_s,
+                backends=[_backend(view, h) for h in hosts],
+            )
+            for name, (api, hosts) in sorted(served.items())
+        },
+        "redis": _redis(cfg, redises[0] if redises else None),
+        "auth": _auth(cfg.auth),
+        "rate_limits": cfg.rate_limits.model_dump(),  # written whole: the limits in force
+        "cache": _cache(cfg),
+        "cors": gw.Cors(allowed_origins=cfg.cors.allowed_origins),
+        "metrics": gw.Metrics(
+            allow=["127.0.0.1/32", *(f"{h.address}/32" for h in cluster.with_role("monitoring"))]
+        ),
+    }
+    if qdrants:
+        q = qdrants[0]
+        assert q.qdrant is not None
+        sections["qdrant"] = gw.Qdrant(
+            url=f"http://{q.address}:{q.qdrant.http_port}",
+            api_key_file=SECRET_FILES["qdrant_api_key"],
+        )
+    if databases:
+        db = databases[0]
+        assert db.postgres is not None
+        sections["postgres"] = gw.Postgres(host=str(db.address), port=db.postgres.port)
+    services: dict[str, Any] = {
+        HEALTH_NAMES[api]: {"probe": "model", "model": name}
+        for name, (api, _) in sorted(served.items())
+    }
+    if qdrants:
+        services["vector_db"] = {"probe": "qdrant"}
+    elif qdrant_hosts:
+        q = qdrant_hosts[0]
+        why = f"Qdrant on {q.name} is not deployed: {view.skipped_reason(q, 'qdrant')}"
+        services["vector_db"] = {"probe": "skipped", "reason": why}
+    if databases:
+        services["database"] = {"probe": "postgres"}
+    sections["health"] = {"services": services}
+    try:
+        return gw.GatewayConfig(**sections)
+    except ValidationError as exc:
+        raise CitadelError(f"{host.name}: gateway config: {_problems(exc)}") from None
+
+
+def _backend(view: HostView, h: Host) -> gw.Backend:
+    assert h.model is not None
+    fields: dict[str, Any] = {"url": f"http://{h.address}:{h.model.port}/v1"}
+    if h.model.engine == "vllm":
+        fields["api_key_file"] = SECRET_FILES["model_api_key"]
+    if h.gpu_exporter is not None and view.deployed(h, "gpu_exporter"):
+        fields["gpu_metrics_url"] = f"http://{h.address}:{h.gpu_exporter.port}/metrics"
+    return gw.Backend(**fields)
+
+
+def _listen(cfg: Config, unix_socket: str | None) -> gw.Listen:
+    fields: dict[str, Any] = {"host": "0.0.0.0", "port": cfg.port, "workers": cfg.workers}
+    if unix_socket is not None:
+        fields["unix_socket"] = unix_socket
+    return gw.Listen(**fields)
+
+
+def _redis(cfg: Config, server: Host | None) -> gw.Redis:
+    fields: dict[str, Any] = {"socket_timeout_ms": 200, "failure_mode": cfg.redis_failure}
+    if server is not None:
+        assert server.redis is not None
+        fields["url"] = f"redis://{server.address}:{server.redis.port}/0"
+        fields["password_file"] = SECRET_FILES["redis_password"]
+    return gw.Redis(**fields)
+
+
+def _auth(auth: Auth) -> gw.Auth:
+    fields: dict[str, Any] = (
+        {"jwks_url": auth.jwks_url} if auth.jwks_url else {"public_key_file": PUBLIC_KEY}
+    )
+    fields |= {
+        "issuers": auth.issuers,
+        "authorized_parties": auth.authorized_parties,
+        "leeway_s": auth.leeway_s,
+        "route_permissions": auth.route_permissions,
+    }
+    if auth.audiences:
+        fields["audience"] = auth.audiences
+    return gw.Auth(**fields)
+
+
+def _cache(cfg: Config) -> gw.Cache:
+    return gw.Cache(enabled=True, ttl_s=cfg.cache_ttl_s)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _section(field: str, build: Callable[[], T]) -> T:
+    """One of the gateway's sections built from ``field``; the gateway's refusal, named."""
+    try:
+        return build()
+    except ValidationError as exc:
+        raise ValueError(f"{field}: the gateway refuses it: {_problems(exc)}") from None
 
 
 def _public_key(view: HostView, path: str) -> str:

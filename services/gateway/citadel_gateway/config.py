@@ -121,10 +121,14 @@ def _backend_from_str(v: Any) -> Any:
     return {"url": v} if isinstance(v, str) else v
 
 
+# a model's deadline for one request (all its retries); citadel's gateway.backend_timeout_s
+ModelTimeoutS = Annotated[float, Field(gt=0, le=3600)]
+
+
 class Model(_Strict):
     kind: Literal["chat", "completions", "embeddings"]
     backends: list[Annotated[Backend, Field()]] = Field(min_length=1)
-    timeout_s: float = Field(120.0, gt=0, le=3600)
+    timeout_s: ModelTimeoutS = 120.0
     upstream_model: str | None = None
     # The engine completes with a `suffix` (fill-in-the-middle). Llama 3 does not, and vLLM
     # refuses any non-null suffix for such a model: an empty one is dropped, another refused.
