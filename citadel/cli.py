@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from citadel import pins
 from citadel.acceptance import acceptance_junit, run_acceptance
@@ -28,10 +29,13 @@ from citadel.devtokens import mint_dev_token
 from citadel.errors import CitadelError, InventoryError
 from citadel.labsecrets import ensure_lab_secrets
 from citadel.loader import Loaded, load_cluster
-from citadel.model.cluster import Host
+from citadel.model.cluster import DEBIAN_SUITES, Host
 from citadel.render import render_host, write_preview
 from citadel.rollout import WAIT_S, health_url, rollout_phases, services_of, wait_until_served
 from citadel.verify_run import format_summary, run_verify, summarize
+
+if TYPE_CHECKING:
+    from citadel.lab import LabHost
 
 DEFAULT_INVENTORY = "inventory/production.yml"
 LAB_INVENTORY = "inventory/lab.yml"
@@ -74,7 +78,6 @@ def _inventory_option(argv: list[str], default: str) -> tuple[list[str], str]:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from citadel.lab import LabHost
     from citadel.lab import main as lab_main
 
     lab_args, inventory = _inventory_option(list(args.lab_args), args.inventory)
@@ -85,8 +88,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
         added = ensure_lab_secrets(loaded.cluster)
         if added:
             print(f"lab secrets generated: {', '.join(added)} -> {loaded.cluster.secrets_file}")
-    hosts = [LabHost(h.name, str(h.address)) for h in loaded.cluster.hosts]
-    return lab_main(lab_args, hosts)
+    return lab_main(lab_args, lab_hosts(loaded.cluster.hosts))
+
+
+def lab_hosts(hosts: list[Host]) -> list[LabHost]:
+    """The inventory's hosts as lab hosts, each on its distribution's base tree."""
+    from citadel.lab import LabHost
+
+    return [LabHost(h.name, str(h.address), DEBIAN_SUITES[h.distribution]) for h in hosts]
 
 
 def _selected_hosts(loaded: Loaded, limit: list[str] | None) -> list[Host]:

