@@ -159,3 +159,14 @@ def test_pyinfra_groups_are_roles_and_carry_the_typed_slice() -> None:
     assert data["ssh_hostname"] == "192.168.10.28"
     assert data["citadel"]["model"]["served_name"] == "llama-3-chat"
     assert data["_sudo"] is True  # production logs in as a non-root admin
+
+
+def test_vector_sizes_follow_the_embeddings_model(production: Cluster, lab: Cluster) -> None:
+    """pgvector's columns and Qdrant's collections store the embeddings model's vectors: the
+    inventory declares the dimension once, on the model."""
+    for cluster, dim in ((production, 4096), (lab, 576)):
+        (embed,) = cluster.model_hosts("embeddings")
+        assert embed.model is not None and embed.model.embedding_dimension == dim
+        assert cluster.host("data").postgres.embedding_dimension == dim  # type: ignore[union-attr]
+        qdrant = cluster.host("vector-db").qdrant
+        assert qdrant is not None and {c.size for c in qdrant.collections} == {dim}

@@ -122,3 +122,24 @@ def test_one_setting_each_moves_every_path_of_the_lab(monkeypatch, tmp_path) -> 
     assert str(cluster.artifacts.cache_dir).startswith(str(cache))
     assert lab_paths().state_dir == lab
     assert lab_paths().base_tree.is_relative_to(cache)
+
+
+def test_each_suite_has_its_own_base_tree(tmp_path: Path) -> None:
+    """Hosts of another distribution boot on their own suite's cached tree, side by side."""
+    config = LabConfig(state_dir=tmp_path / "s", cache_dir=tmp_path / "c")
+    paths = config.paths()
+    assert paths.base_tree_for("bookworm") == tmp_path / "c" / "lab" / "base-bookworm"
+    assert config.for_suite("bookworm").paths().base_tree == paths.base_tree_for("bookworm")
+    assert LabHost("x", "10.210.10.5").suite == "trixie"
+    for suite in ("bookworm", "trixie"):
+        paths.base_tree_for(suite).mkdir(parents=True)
+    assert paths.base_trees() == [paths.base_tree_for("bookworm"), paths.base_tree_for("trixie")]
+
+
+def test_the_cli_puts_each_inventory_host_on_its_distributions_suite() -> None:
+    from citadel.cli import lab_hosts
+    from citadel.loader import load_cluster
+
+    hosts = {h.name: h.suite for h in lab_hosts(load_cluster("inventory/lab.yml").cluster.hosts)}
+    assert hosts["llm-chat"] == hosts["llm-instruct"] == "bookworm"
+    assert {hosts[n] for n in ("data", "gateway", "monitoring", "llm-embed")} == {"trixie"}

