@@ -406,23 +406,44 @@ def test_repeated_deterministic_request_is_served_from_the_cache(doc: Cluster_) 
 # -- monitoring ---------------------------------------------------------------------------------
 
 
-@pytest.mark.section(ex.PROMETHEUS_SECTION)
-@pytest.mark.parametrize("query", ex.PROMETHEUS_QUERIES)
-def test_prometheus_key_metrics(doc: Cluster_, query: str) -> None:
+def prometheus_has_data(doc: Cluster_, query: str) -> bool:
+    """True once ``query`` returns a series (rate() needs two scrapes after the requests above)."""
     mon = doc.host("monitoring")
     assert mon.prometheus is not None
     url = f"http://{mon.address}:{mon.prometheus.port}/api/v1/query"
-    deadline = time.monotonic() + 90  # rate() needs two scrapes after the requests above
+    deadline = time.monotonic() + 90
     while True:
         body = requests.get(url, params={"query": query}, timeout=30).json()
         assert body["status"] == "success", body
         if body["data"]["result"]:
-            return
-        if "nvidia" in query and doc.declared_skip("nvidia"):
-            pytest.skip(f"no GPU data: {doc.declared_skip('nvidia')}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{query}: success, but no data within 90 s")
+            return True
+        if ("nvidia" in query and doc.declared_skip("nvidia")) or time.monotonic() > deadline:
+            return False
         time.sleep(5)
+
+
+@pytest.mark.section(ex.PROMETHEUS_SECTION)
+@pytest.mark.parametrize("query", ex.PROMETHEUS_QUERIES)
+def test_prometheus_key_metrics(doc: Cluster_, query: str) -> None:
+    if prometheus_has_data(doc, query):
+        return
+    if "nvidia" in query and doc.declared_skip("nvidia"):
+        pytest.skip(f"no GPU data: {doc.declared_skip('nvidia')}")
+    pytest.fail(f"{query}: success, but no data within 90 s")
+
+
+@pytest.mark.section(ex.PROMETHEUS_SECTION)
+def test_inference_duration_also_comes_from_the_engines_own_series(doc: Cluster_) -> None:
+    """Where vLLM serves, ai_inference_duration_seconds is recorded from its histogram too."""
+    served = sorted(
+        h.model.served_name
+        for h in doc.loaded.cluster.model_hosts()
+        if h.model and h.model.engine == "vllm"
+    )
+    # (an inventory without vLLM has nothing to check here)
+    for name in served:
+        query = f'ai_inference_duration_seconds{{source="vllm", model="{name}"}}'
+        assert prometheus_has_data(doc, query), f"{query}: no data within 90 s"
 
 
 def test_this_suite_runs_in_the_python_of_the_controller() -> None:
