@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from citadel.components import REGISTRY
 from citadel.errors import CitadelError
 
 PINS_FILE = Path(__file__).resolve().parent.parent / "pins.yml"
@@ -123,13 +124,10 @@ def ensure_cached(artifact: Artifact, cache_dir: str | Path, mirror: str | None 
         tmp.unlink(missing_ok=True)
 
 
-# Components that need a pinned artifact: section -> (artifact name, version) from its config.
 def artifact_of(section: str, config: object) -> tuple[str, str] | None:
-    if section == "qdrant":
-        return ("qdrant", str(getattr(config, "version", "")))
-    if section == "model" and getattr(config, "engine", None) == "ollama":
-        return ("ollama", str(config.ollama.version))  # type: ignore[attr-defined]
-    return None
+    """The pinned artifact (name, version) a component installs: its declaration's ``artifact``."""
+    component = REGISTRY.get(section)
+    return component.pinned_artifact(config) if component is not None else None
 
 
 _artifact_of = artifact_of  # the name citadel.pins uses

@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from citadel.components import MODULES
+from citadel.components import REGISTRY
 from citadel.errors import CitadelError
 from citadel.model.cluster import Cluster, Host
 from citadel.model.common import ComponentConfig
@@ -103,7 +103,7 @@ FilesFn = Callable[[HostView, ComponentConfig], list[FileSpec]]
 
 
 def component_files(section: str, view: HostView, config: ComponentConfig) -> list[RenderedFile]:
-    files_fn: FilesFn | None = getattr(MODULES[section], "files", None)
+    files_fn: FilesFn | None = REGISTRY[section].files
     if files_fn is None:
         return []
     out = []

@@ -1,12 +1,16 @@
-"""The component registry: which components each role brings, and the order they converge in.
+"""The component registry: every component's declaration, in converge order, and the tables
+derived from it (which components each role brings, the config models, the deploy modules).
 
-One component = one config model (here) + one deploy module (deploys/<name>.py)
-+ one template folder (templates/<name>/) + one verify module (tests/verify/test_<name>.py).
+One component = one declaration (``COMPONENT = Component(...)`` at the end of
+``citadel/components/<name>.py``: section, config model, role, files, deploy module, scrape
+target, pinned artifact) + its deploy module (deploys/<deploy>.py) + its template folder
+(templates/<deploy>/) + its verify module (tests/verify/test_<deploy>.py). docs/CONVENTIONS.md
+says what adding one is; tests/unit/test_components_registry.py holds the tree to it.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from citadel.components import (
     alertmanager,
@@ -28,74 +32,50 @@ from citadel.components import (
     webui,
 )
 from citadel.model.common import ComponentConfig
+from citadel.model.component import Component
 
 # Every host has the implicit role "base".
 BASE_ROLE = "base"
 
-# role -> the config sections (components) it brings, in converge order.
-ROLE_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "base": ("base", "firewall", "node_exporter"),
-    "gpu": ("nvidia", "gpu_exporter"),
-    "model": ("model",),
-    "postgres": ("postgres", "postgres_exporter"),
-    "redis": ("redis", "redis_exporter"),
-    "qdrant": ("qdrant",),
-    "gateway": ("gateway", "edge_tls"),
-    "monitoring": ("alertmanager", "prometheus", "grafana"),
-    "webui": ("webui",),
-}
-ROLES = tuple(ROLE_COMPONENTS)
-
-# Converge order across roles: base first; data and models before the gateway; monitoring last.
-ORDER: tuple[str, ...] = (
-    "base",
-    "firewall",
-    "node_exporter",
-    "nvidia",
-    "gpu_exporter",
-    "model",
-    "postgres",
-    "postgres_exporter",
-    "redis",
-    "redis_exporter",
-    "qdrant",
-    "gateway",
-    "edge_tls",
-    "alertmanager",
-    "prometheus",
-    "grafana",
-    "webui",
+# Converge order: base first; data and models before the gateway; monitoring last.
+COMPONENTS: tuple[Component[Any], ...] = (
+    base.COMPONENT,
+    firewall.COMPONENT,
+    node_exporter.COMPONENT,
+    nvidia.COMPONENT,
+    gpu_exporter.COMPONENT,
+    model_server.COMPONENT,
+    postgres.COMPONENT,
+    postgres_exporter.COMPONENT,
+    redis.COMPONENT,
+    redis_exporter.COMPONENT,
+    qdrant.COMPONENT,
+    gateway.COMPONENT,
+    edge_tls.COMPONENT,
+    alertmanager.COMPONENT,
+    prometheus.COMPONENT,
+    grafana.COMPONENT,
+    webui.COMPONENT,
 )
 
-MODULES: dict[str, ModuleType] = {
-    "base": base,
-    "firewall": firewall,
-    "node_exporter": node_exporter,
-    "nvidia": nvidia,
-    "gpu_exporter": gpu_exporter,
-    "model": model_server,
-    "postgres": postgres,
-    "postgres_exporter": postgres_exporter,
-    "redis": redis,
-    "redis_exporter": redis_exporter,
-    "qdrant": qdrant,
-    "gateway": gateway,
-    "edge_tls": edge_tls,
-    "alertmanager": alertmanager,
-    "prometheus": prometheus,
-    "grafana": grafana,
-    "webui": webui,
-}
+# -- derived -------------------------------------------------------------------------------------
+REGISTRY: dict[str, Component[Any]] = {c.name: c for c in COMPONENTS}
+ORDER: tuple[str, ...] = tuple(REGISTRY)
 
-CONFIG_MODELS: dict[str, type[ComponentConfig]] = {
-    name: module.Config for name, module in MODULES.items()
-}
+# role -> the config sections (components) it brings, in converge order; roles in the order they
+# first converge (base first).
+ROLE_COMPONENTS: dict[str, tuple[str, ...]] = {}
+for _c in COMPONENTS:
+    ROLE_COMPONENTS[_c.role] = (*ROLE_COMPONENTS.get(_c.role, ()), _c.name)
+del _c
+ROLES = tuple(ROLE_COMPONENTS)
 
-assert set(ORDER) == set(MODULES) == {s for v in ROLE_COMPONENTS.values() for s in v}
+CONFIG_MODELS: dict[str, type[ComponentConfig]] = {c.name: c.config for c in COMPONENTS}
+
+assert len(REGISTRY) == len(COMPONENTS), "two components declare one section"
+assert ROLES[0] == BASE_ROLE, "the base role converges first"
 
 
 def deploy_name(section: str, config: ComponentConfig) -> str:
     """The deploy module that converges a section: the model section picks its engine's module."""
-    if isinstance(config, model_server.Config):
-        return config.engine
-    return section
+    return REGISTRY[section].deploy_name(config)

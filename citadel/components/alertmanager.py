@@ -30,6 +30,7 @@ from citadel.model.common import (
     SecretName,
     StrictModel,
 )
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -248,3 +249,12 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         ),
     ]
     return out
+
+
+COMPONENT = Component(
+    name="alertmanager",
+    config=Config,
+    role="monitoring",
+    files=files,
+    scrape=lambda cfg, host: Scrape(listen(host.address, cfg)),
+)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from citadel.model.common import ADMINS, ComponentConfig, Name, Port, PortNumber, StrictModel
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -188,3 +189,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
     else:
         out.append(FileSpec(dest=TIMESYNCD_DROPIN, template="base/timesyncd.conf.j2"))
     return out
+
+
+COMPONENT = Component(name="base", config=Config, role="base", files=files)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, model_validator
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -86,3 +87,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             },
         ),
     ]
+
+
+COMPONENT = Component(name="edge_tls", config=Config, role="gateway", files=files)

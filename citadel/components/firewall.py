@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from citadel.model.common import ADMINS, ComponentConfig
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -95,3 +96,6 @@ def files(
         ),
         FileSpec(dest=NFTABLES_CONF, template="firewall/nftables.conf.j2", mode="0750"),
     ]
+
+
+COMPONENT = Component(name="firewall", config=Config, role="base", files=files)

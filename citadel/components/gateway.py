@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -281,3 +282,12 @@ def _public_key(view: HostView, path: str) -> str:
         raise CitadelError(
             f"gateway.auth.public_key_file: cannot read {path} on the controller"
         ) from None
+
+
+COMPONENT = Component(
+    name="gateway",
+    config=Config,
+    role="gateway",
+    files=files,
+    scrape=lambda cfg, host: Scrape(f"{host.address}:{cfg.port}"),
+)

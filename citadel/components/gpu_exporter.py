@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -44,3 +45,12 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             extra={"venv": VENV},
         )
     ]
+
+
+COMPONENT = Component(
+    name="gpu_exporter",
+    config=Config,
+    role="gpu",
+    files=files,
+    scrape=lambda cfg, host: Scrape(f"{host.address}:{cfg.port}"),
+)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -525,3 +526,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             )
         )
     return out
+
+
+COMPONENT = Component(name="grafana", config=Config, role="monitoring", files=files)

@@ -9,14 +9,16 @@ deploys/{vllm,ollama,llamacpp}.py.
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import Field, StringConstraints, model_validator
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
+    from citadel.model.cluster import Host
     from citadel.render import HostView
 
 Engine = Literal["vllm", "ollama", "llamacpp"]
@@ -273,3 +275,23 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             template="ollama/Modelfile.j2",
         ),
     ]
+
+
+def _scrape(cfg: Config, host: Host) -> Scrape | None:
+    """Only vLLM serves Prometheus metrics; llama.cpp's python server and Ollama have none."""
+    if cfg.engine != "vllm":
+        return None
+    return Scrape(f"{host.address}:{cfg.port}", labels={"model": cfg.served_name})
+
+
+COMPONENT = Component(
+    name="model",
+    config=Config,
+    role="model",
+    files=files,
+    # The engine's deploy module converges it (deploys/vllm.py, ollama.py, llamacpp.py).
+    deploys=get_args(Engine),
+    deploy=lambda cfg: cfg.engine,
+    scrape=_scrape,
+    artifact=lambda cfg: ("ollama", str(cfg.ollama.version)) if cfg.engine == "ollama" else None,
+)

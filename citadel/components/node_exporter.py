@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -27,3 +28,12 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             template="node_exporter/prometheus-node-exporter.default.j2",
         )
     ]
+
+
+COMPONENT = Component(
+    name="node_exporter",
+    config=Config,
+    role="base",
+    files=files,
+    scrape=lambda cfg, host: Scrape(f"{host.address}:{cfg.port}"),
+)

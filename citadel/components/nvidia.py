@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from citadel.model.common import ComponentConfig
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -137,3 +138,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         ),
         FileSpec(dest=BLACKLIST_FILE, template="nvidia/blacklist-nouveau.conf.j2"),
     ]
+
+
+COMPONENT = Component(name="nvidia", config=Config, role="gpu", files=files)

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -307,3 +308,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             mode="0600",
         ),
     ]
+
+
+COMPONENT = Component(name="postgres", config=Config, role="postgres", files=files)

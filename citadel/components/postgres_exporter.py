@@ -8,6 +8,7 @@ from pydantic import Field
 
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -61,3 +62,12 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             extra={"pg": pg, "env_quote": env_quote},
         ),
     ]
+
+
+COMPONENT = Component(
+    name="postgres_exporter",
+    config=Config,
+    role="postgres",
+    files=files,
+    scrape=lambda cfg, host: Scrape(f"{host.address}:{cfg.port}"),
+)

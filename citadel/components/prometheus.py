@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -113,72 +114,31 @@ def _roles(h: Host) -> str:
 
 
 def scrape_targets(cluster: Cluster, absent: Absent | None = None) -> list[ScrapeTarget]:
-    """Every target Prometheus scrapes, from the components that converge, in a stable order."""
+    """Every target Prometheus scrapes, from the components that converge and declare one
+    (their ``COMPONENT.scrape``), job by job in converge order."""
+    from citadel.components import ORDER, REGISTRY
+
     absent = absent if absent is not None else {}
     out: list[ScrapeTarget] = []
     for h in cluster.hosts:
         role = _roles(h)
-        addr = str(h.address)
         for section, cfg in h.components():
             if (h.name, section) in absent:
                 continue
-            t = _target(section, cfg, h, role, addr)
-            if t is not None:
-                out.append(t)
-    order = {job: i for i, job in enumerate(JOB_ORDER)}
-    return sorted(out, key=lambda t: order.get(t.job, len(order)))
-
-
-JOB_ORDER = (
-    "prometheus",
-    "alertmanager",
-    "node_exporter",
-    "gpu_exporter",
-    "model",
-    "postgres_exporter",
-    "redis_exporter",
-    "qdrant",
-    "gateway",
-)
-
-
-def _target(
-    section: str, cfg: ComponentConfig, h: Host, role: str, addr: str
-) -> ScrapeTarget | None:
-    from citadel.components import (
-        alertmanager,
-        gateway,
-        gpu_exporter,
-        model_server,
-        node_exporter,
-        postgres_exporter,
-        qdrant,
-        redis_exporter,
-    )
-
-    def at(port: int, **kw: object) -> ScrapeTarget:
-        return ScrapeTarget(job=section, host=h.name, role=role, address=f"{addr}:{port}", **kw)  # type: ignore[arg-type]
-
-    if isinstance(cfg, Config | alertmanager.Config):
-        listen = str(cfg.listen_address or h.address)
-        return ScrapeTarget(job=section, host=h.name, role=role, address=f"{listen}:{cfg.port}")
-    if isinstance(
-        cfg,
-        node_exporter.Config
-        | gpu_exporter.Config
-        | postgres_exporter.Config
-        | redis_exporter.Config
-        | gateway.Config,
-    ):
-        return at(cfg.port)
-    if isinstance(cfg, model_server.Config):
-        # Only vLLM serves Prometheus metrics; llama.cpp's python server and Ollama have none.
-        if cfg.engine != "vllm":
-            return None
-        return at(cfg.port, labels={"model": cfg.served_name})
-    if isinstance(cfg, qdrant.Config):
-        return at(cfg.http_port, bearer_file=QDRANT_KEY_FILE)
-    return None
+            at = REGISTRY[section].scrape_target(cfg, h)
+            if at is not None:
+                out.append(
+                    ScrapeTarget(
+                        job=section,
+                        host=h.name,
+                        role=role,
+                        address=at.address,
+                        path=at.path,
+                        bearer_file=at.bearer_file,
+                        labels=dict(at.labels),
+                    )
+                )
+    return sorted(out, key=lambda t: ORDER.index(t.job))
 
 
 def jobs(targets: list[ScrapeTarget]) -> list[dict[str, object]]:
@@ -259,3 +219,12 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
         ),
     ]
     return out
+
+
+COMPONENT = Component(
+    name="prometheus",
+    config=Config,
+    role="monitoring",
+    files=files,
+    scrape=lambda cfg, host: Scrape(f"{cfg.listen_address or host.address}:{cfg.port}"),
+)

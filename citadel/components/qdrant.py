@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from citadel.components.prometheus import QDRANT_KEY_FILE
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
+from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -186,3 +188,14 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         ),
         FileSpec(dest=UNIT, template="qdrant/qdrant.service.j2"),
     ]
+
+
+COMPONENT = Component(
+    name="qdrant",
+    config=Config,
+    role="qdrant",
+    files=files,
+    # Prometheus reads /metrics with the API key (Qdrant's metrics sit behind it).
+    scrape=lambda cfg, host: Scrape(f"{host.address}:{cfg.http_port}", bearer_file=QDRANT_KEY_FILE),
+    artifact=lambda cfg: ("qdrant", str(cfg.version)),
+)

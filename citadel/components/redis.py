@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -78,3 +79,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             extra={"users": acl_users(view)},
         ),
     ]
+
+
+COMPONENT = Component(name="redis", config=Config, role="redis", files=files)

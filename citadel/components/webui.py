@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
+from citadel.model.component import Component
 from citadel.model.files import FileSpec
 
 if TYPE_CHECKING:
@@ -84,3 +85,6 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         FileSpec(dest=NGINX_CHECK, template="webui/check-nginx.sh.j2", mode="0755"),
         FileSpec(dest=SITE, template="webui/webui.conf.j2", validate=f"{NGINX_CHECK} {{path}}"),
     ]
+
+
+COMPONENT = Component(name="webui", config=Config, role="webui", files=files)

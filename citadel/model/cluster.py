@@ -12,6 +12,7 @@ from citadel import components as comp
 from citadel.components import BASE_ROLE, ORDER, ROLE_COMPONENTS
 from citadel.model.common import ADMINS, ANY, ComponentConfig, Name, Port, PortNumber, StrictModel
 
+# The roles the registry's components are brought by (base aside; held to it by a test).
 Role = Literal["gpu", "model", "postgres", "redis", "qdrant", "gateway", "monitoring", "webui"]
 
 # The operating systems citadel converges (what a host runs; the lab boots each as its own base
@@ -89,7 +90,8 @@ class Host(StrictModel):
     address: IPv4Address
     roles: list[Role] = Field(default_factory=list)
     distribution: Distribution = "debian-13"
-    # One section per component the host's roles bring (group data merged with host values).
+    # One section per component the host's roles bring (group data merged with host values):
+    # exactly citadel.components.COMPONENTS, in its order (tests/unit/test_components_registry.py).
     base: comp.base.Config = comp.base.Config()
     firewall: comp.firewall.Config = comp.firewall.Config()
     node_exporter: comp.node_exporter.Config = comp.node_exporter.Config()
