@@ -11,9 +11,9 @@ import hashlib
 import io
 import os
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyinfra import host, state
 from pyinfra.api import FactBase
@@ -118,3 +118,24 @@ def put_files(rendered: list[RenderedFile]) -> list[OperationMeta]:
     return [
         _unchanged() if _as_rendered(f, found.get(f.spec.dest)) else put_file(f) for f in rendered
     ]
+
+
+class Changes(NamedTuple):
+    """A component's file operations grouped by what a change does (``FileSpec.on_change``)."""
+
+    restart: list[OperationMeta]
+    reload: list[OperationMeta]
+    none: list[OperationMeta]
+
+
+def changes(rendered: Sequence[RenderedFile], ops: Sequence[OperationMeta]) -> Changes:
+    """Group the operations of ``put_files(rendered)`` by their files' ``on_change``."""
+    out = Changes([], [], [])
+    for f, op in zip(rendered, ops, strict=True):
+        getattr(out, f.spec.on_change).append(op)
+    return out
+
+
+def put_changes(rendered: list[RenderedFile]) -> Changes:
+    """``put_files``, its operations grouped by what a change does (restart / reload / none)."""
+    return changes(rendered, put_files(rendered))

@@ -1,10 +1,12 @@
 """Service helpers for deploys: restart on a changed input, wait for a (re)started one to answer,
-and the whole deploy of a service Debian packages (``apt_service``)."""
+the activate step of a service whose unit citadel writes (``unit_activate``), and the whole
+deploy of a service Debian packages (``apt_service``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
 from pyinfra import host
@@ -16,7 +18,7 @@ from citadel.components import ORDER
 from citadel.model.common import ComponentConfig
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._files import Changes, put_files
 
 C = TypeVar("C", bound=ComponentConfig)
 
@@ -86,32 +88,86 @@ def _own_operations(position: int) -> Iterator[None]:
 def restart_or_reload(
     component: str,
     service: str,
-    changed: Sequence[OperationMeta],
-    dests: Sequence[str],
+    changed: Changes,
     *,
-    restart_on: Collection[str],
     restart_why: str,
     reload_why: str,
 ) -> None:
-    """Keep ``service`` running; restart it when a file it reads only at start (``restart_on``:
-    its command line's defaults file) changed, reload it when any other of its files changed.
-    ``changed`` are the file operations, in the order of their destinations ``dests``."""
-    at_start = [op for op, dest in zip(changed, dests, strict=True) if dest in restart_on]
-    reloadable = [op for op in changed if op not in at_start]
+    """Keep ``service`` running; restart it when a file it reads only at start changed (its
+    ``FileSpec.on_change`` "restart": its command line's defaults file), reload it when one it
+    re-reads changed ("reload")."""
     with _own_operations(ORDER.index(component)):
         systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
         systemd.service(
             name=f"Restart {service} ({restart_why})",
             service=service,
             restarted=True,
-            _if=any_changed(*at_start),
+            _if=any_changed(*changed.restart),
         )
         systemd.service(
             name=f"Reload {service} ({reload_why})",
             service=service,
             reloaded=True,
-            _if=any_changed(*reloadable),
+            _if=any_changed(*changed.reload),
         )
+
+
+@dataclass(frozen=True)
+class Ready:
+    """How a (re)started service shows it is ready: ``url`` answers 2xx (with ``expect`` in its
+    body, when given) within ``timeout_s``; ``name`` names the wait operation."""
+
+    name: str
+    url: str
+    expect: str | None
+    timeout_s: int
+
+
+def unit_activate(
+    service: str,
+    changed: Changes,
+    *,
+    units: str,
+    restart_why: str,
+    ready: Ready,
+    installed: Sequence[OperationMeta] = (),
+    reload_why: str = "config changed",
+) -> None:
+    """The activate step of a service whose unit citadel writes, in this order:
+
+    1. ``Reload systemd units (<units>)`` when a file read at start changed (``changed.restart``:
+       the unit, its drop-ins and environment);
+    2. ``Restart <service> (<restart_why>)`` when one of those or what was ``installed`` changed;
+    3. ``Run <service>``: running and enabled;
+    4. ``Reload <service> (<reload_why>)`` when only a re-readable file (``changed.reload``)
+       changed (not when the service was restarted or started anyway; absent when it has none);
+    5. ``ready.name``: wait until it answers (``ready_check``), only after any of that.
+    """
+    systemd.daemon_reload(name=f"Reload systemd units ({units})", _if=any_changed(*changed.restart))
+    restarted = systemd.service(
+        name=f"Restart {service} ({restart_why})",
+        service=service,
+        restarted=True,
+        _if=any_changed(*changed.restart, *installed),
+    )
+    started = systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+    reload = changed.reload
+    if reload:
+        systemd.service(
+            name=f"Reload {service} ({reload_why})",
+            service=service,
+            reloaded=True,
+            _if=lambda: (
+                any(op.did_change() for op in reload)
+                and not restarted.did_change()
+                and not started.did_change()
+            ),
+        )
+    server.shell(
+        name=ready.name,
+        commands=[ready_check(service, ready.url, ready.expect, ready.timeout_s)],
+        _if=any_changed(restarted, started, *reload),
+    )
 
 
 class ServiceDeploy(NamedTuple, Generic[C]):

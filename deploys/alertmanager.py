@@ -7,14 +7,13 @@ SIGHUP), only its arguments (/etc/default/prometheus-alertmanager: listen addres
 
 from __future__ import annotations
 
-from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files
 
 from citadel.components import alertmanager as model
 from citadel.components.alertmanager import Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._files import Changes, put_changes
 from deploys._service import restart_or_reload
 
 SERVICE = model.SERVICE
@@ -26,7 +25,7 @@ def install(ctx: DeployContext, cfg: Config) -> None:
 
 
 @deploy("alertmanager: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
     files.directory(
         name=f"Directory {model.STORAGE_DIR}",
         path=model.STORAGE_DIR,
@@ -34,17 +33,15 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
         group="prometheus",
         mode="0750",
     )
-    return put_files(ctx.files("alertmanager"))
+    return put_changes(ctx.files("alertmanager"))
 
 
 @deploy("alertmanager: activate")
-def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+def activate(ctx: DeployContext, cfg: Config, changed: Changes) -> None:
     restart_or_reload(
         "alertmanager",
         SERVICE,
         changed,
-        [f.spec.dest for f in ctx.files("alertmanager")],
-        restart_on={model.DEFAULTS_FILE},
         restart_why="listen address changed",
         reload_why="configuration or receiver secret changed",
     )

@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt
 
 from citadel.components.gpu_exporter import SERVICE, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
-from deploys._service import ready_check
+from deploys._files import Changes, put_changes
+from deploys._service import Ready, unit_activate
 from deploys._venv import host_python_version, install_wheels, project_wheels
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gpu_exporter"
@@ -47,27 +46,22 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 
 @deploy("gpu_exporter: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("gpu_exporter"))
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
+    return put_changes(ctx.files("gpu_exporter"))
 
 
 @deploy("gpu_exporter: activate")
 def activate(
-    ctx: DeployContext, cfg: Config, unit: list[OperationMeta], installed: list[OperationMeta]
+    ctx: DeployContext, cfg: Config, unit: Changes, installed: list[OperationMeta]
 ) -> None:
-    systemd.daemon_reload(name="Reload systemd units (exporter unit)", _if=any_changed(*unit))
-    restart = systemd.service(
-        name=f"Restart {SERVICE} (unit or package changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*unit, *installed),
-    )
-    start = systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
     url = f"http://{ctx.host.address}:{cfg.port}/metrics"
-    server.shell(
-        name=f"Wait until {url} answers",
-        commands=[ready_check(SERVICE, url, "nvidia_gpu_up ", 30)],
-        _if=any_changed(restart, start),
+    unit_activate(
+        SERVICE,
+        unit,
+        units="exporter unit",
+        restart_why="unit or package changed",
+        installed=installed,
+        ready=Ready(f"Wait until {url} answers", url, "nvidia_gpu_up ", 30),
     )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files
 
 from citadel import wheels
 from citadel.artifacts import ArtifactUnavailable
@@ -30,8 +29,8 @@ from citadel.components.model_server import (
 )
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
-from deploys._service import ready_check, system_account
+from deploys._files import Changes, put_changes
+from deploys._service import Ready, system_account, unit_activate
 from deploys._venv import host_python_version, install_wheels
 
 SERVICE = "llama-cpp"
@@ -107,33 +106,26 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 
 @deploy("llamacpp: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("model"))
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
+    return put_changes(ctx.files("model"))
 
 
 @deploy("llamacpp: activate")
 def activate(
-    ctx: DeployContext, cfg: Config, unit: list[OperationMeta], installed: list[OperationMeta]
+    ctx: DeployContext, cfg: Config, unit: Changes, installed: list[OperationMeta]
 ) -> None:
-    systemd.daemon_reload(name="Reload systemd units (llama-cpp unit)", _if=any_changed(*unit))
-    restart = systemd.service(
-        name=f"Restart {SERVICE} (unit, server or model changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*unit, *installed),
-    )
-    start = systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
-    server.shell(
-        name=f"Wait until /v1/models lists {cfg.served_name}",
-        commands=[
-            ready_check(
-                SERVICE,
-                f"http://{ctx.host.address}:{cfg.port}/v1/models",
-                f'"{cfg.served_name}"',
-                cfg.llamacpp.ready_timeout_s,
-            )
-        ],
-        _if=any_changed(restart, start),
+    unit_activate(
+        SERVICE,
+        unit,
+        units="llama-cpp unit",
+        restart_why="unit, server or model changed",
+        installed=installed,
+        ready=Ready(
+            f"Wait until /v1/models lists {cfg.served_name}",
+            f"http://{ctx.host.address}:{cfg.port}/v1/models",
+            f'"{cfg.served_name}"',
+            cfg.llamacpp.ready_timeout_s,
+        ),
     )
 
 

@@ -22,7 +22,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Directory
 from pyinfra.facts.server import Arch
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from citadel import artifacts
@@ -36,8 +36,8 @@ from citadel.components.model_server import (
 )
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
-from deploys._service import ready_check, system_account
+from deploys._files import Changes, put_changes
+from deploys._service import Ready, system_account, unit_activate
 
 SERVICE = "ollama"
 USER = "ollama"
@@ -117,39 +117,31 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 
 @deploy("ollama: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("model"))
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
+    return put_changes(ctx.files("model"))
 
 
 @deploy("ollama: activate")
 def activate(
-    ctx: DeployContext, cfg: Config, written: list[OperationMeta], installed: list[OperationMeta]
+    ctx: DeployContext, cfg: Config, written: Changes, installed: list[OperationMeta]
 ) -> None:
-    units = written[:2]
-    systemd.daemon_reload(name="Reload systemd units (ollama)", _if=any_changed(*units))
-    restart = systemd.service(
-        name=f"Restart {SERVICE} (unit, drop-in or binary changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*units, *installed),
-    )
-    start = systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
-    server.shell(
-        name="Wait until /api/version answers",
-        commands=[
-            ready_check(
-                SERVICE,
-                f"http://{ctx.host.address}:{cfg.port}/api/version",
-                '"version"',
-                cfg.ollama.ready_timeout_s,
-            )
-        ],
-        _if=any_changed(restart, start),
+    unit_activate(
+        SERVICE,
+        written,
+        units="ollama",
+        restart_why="unit, drop-in or binary changed",
+        installed=installed,
+        ready=Ready(
+            "Wait until /api/version answers",
+            f"http://{ctx.host.address}:{cfg.port}/api/version",
+            '"version"',
+            cfg.ollama.ready_timeout_s,
+        ),
     )
 
 
 @deploy("ollama: models")
-def models(ctx: DeployContext, cfg: Config, modelfile: OperationMeta) -> None:
+def models(ctx: DeployContext, cfg: Config, modelfile: list[OperationMeta]) -> None:
     address = str(ctx.host.address)
     tags = host.get_fact(OllamaTags, url=f"http://{address}:{cfg.port}") or set()
     base = cfg.ollama_base_model()
@@ -166,7 +158,7 @@ def models(ctx: DeployContext, cfg: Config, modelfile: OperationMeta) -> None:
         server.shell(
             name=f"Re-create {cfg.served_name} (Modelfile changed)",
             commands=[create],
-            _if=modelfile.did_change,
+            _if=any_changed(*modelfile),
         )
 
 
@@ -174,4 +166,4 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
     installed = install(ctx, cfg)
     written = configure(ctx, cfg)
     activate(ctx, cfg, written=written, installed=installed)
-    models(ctx, cfg, modelfile=written[2])
+    models(ctx, cfg, modelfile=written.none)  # the Modelfile (FileSpec.on_change "none")

@@ -8,7 +8,6 @@ it (systemctl reload), only the listen address / retention (/etc/default/prometh
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files
 
@@ -17,7 +16,7 @@ from citadel.components.prometheus import Config
 from citadel.render import RenderedFile
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._files import Changes, put_changes
 from deploys._service import restart_or_reload
 
 SERVICE = "prometheus"
@@ -42,7 +41,7 @@ def rendered(ctx: DeployContext) -> list[RenderedFile]:
 
 
 @deploy("prometheus: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
     rendered_files = rendered(ctx)
     if any(f.spec.dest.startswith(model.SECRETS_DIR + "/") for f in rendered_files):
         files.directory(
@@ -59,24 +58,18 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
             present=False,
         )
     files.directory(name=f"Directory {model.RULES_DIR}", path=model.RULES_DIR, mode="0755")
-    return put_files(rendered_files)
+    return put_changes(rendered_files)
 
 
 @deploy("prometheus: activate")
-def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+def activate(ctx: DeployContext, cfg: Config, changed: Changes) -> None:
     restart_or_reload(
         "prometheus",
         SERVICE,
         changed,
-        _dests(ctx, cfg),
-        restart_on={model.DEFAULTS_FILE},
         restart_why="listen address or retention changed",
         reload_why="configuration or rules changed",
     )
-
-
-def _dests(ctx: DeployContext, cfg: Config) -> list[str]:
-    return [f.spec.dest for f in rendered(ctx)]
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:

@@ -26,8 +26,7 @@ from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files, server
 
 from citadel import wheels
 from citadel.artifacts import ArtifactUnavailable
@@ -42,8 +41,8 @@ from citadel.components.model_server import (
 )
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
-from deploys._service import ready_check, system_account
+from deploys._files import Changes, put_changes
+from deploys._service import Ready, system_account, unit_activate
 from deploys._venv import host_python_version, install_wheels
 
 SERVICE = "vllm"
@@ -190,31 +189,26 @@ def model(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 
 @deploy("vllm: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("model"))
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
+    return put_changes(ctx.files("model"))
 
 
 @deploy("vllm: activate")
-def activate(ctx: DeployContext, cfg: Config, written: list[OperationMeta], changed: list) -> None:
-    systemd.daemon_reload(name="Reload systemd units (vllm unit)", _if=any_changed(*written))
-    restart = systemd.service(
-        name=f"Restart {SERVICE} (config, package or model changed)",
-        service=SERVICE,
-        restarted=True,
-        _if=any_changed(*written, *changed),
-    )
-    start = systemd.service(name=f"Run {SERVICE}", service=SERVICE, running=True, enabled=True)
-    server.shell(
-        name=f"Wait until /health answers (loading {cfg.source} takes a while)",
-        commands=[
-            ready_check(
-                SERVICE,
-                f"http://{ctx.host.address}:{cfg.port}/health",
-                None,
-                cfg.vllm.ready_timeout_s,
-            )
-        ],
-        _if=any_changed(restart, start),
+def activate(
+    ctx: DeployContext, cfg: Config, written: Changes, changed: list[OperationMeta]
+) -> None:
+    unit_activate(
+        SERVICE,
+        written,
+        units="vllm unit",
+        restart_why="config, package or model changed",
+        installed=changed,
+        ready=Ready(
+            f"Wait until /health answers (loading {cfg.source} takes a while)",
+            f"http://{ctx.host.address}:{cfg.port}/health",
+            None,
+            cfg.vllm.ready_timeout_s,
+        ),
     )
 
 

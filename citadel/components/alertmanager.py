@@ -223,6 +223,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             group="prometheus",
             secret=True,
             extra={"name": name},
+            on_change="reload",
         )
         for name in cfg.secrets()
         if name not in in_config
@@ -236,6 +237,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             validate=CHECK_CONFIG,
             secret=bool(in_config),
             extra={"routes": routes(cfg), "secret_file": secret_file},
+            on_change="reload",
         ),
         FileSpec(
             dest=DEFAULTS_FILE,

@@ -130,6 +130,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             group="citadel-gateway",
             extra={"config_yaml": config_yaml(gateway_config(view, cfg))},
             validate=f"{VENV}/bin/citadel-gateway --check --config {{path}}",
+            on_change="reload",  # SIGHUP: re-read and checked, the old one kept on error
         ),
         FileSpec(
             dest="/etc/systemd/system/citadel-gateway.service",

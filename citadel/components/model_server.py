@@ -273,6 +273,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         FileSpec(
             dest=posixpath.join(OLLAMA_MODELFILES, cfg.served_name),
             template="ollama/Modelfile.j2",
+            on_change="none",  # re-creates the served model (deploys/ollama.py models)
         ),
     ]
 

@@ -187,6 +187,7 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
                 mode="0640",
                 group="prometheus",
                 secret=True,
+                on_change="reload",
             )
         )
     out += [
@@ -194,17 +195,20 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
             dest=RECORDING_FILE,
             template="prometheus/citadel-recording.yml.j2",
             validate=CHECK_RULES,
+            on_change="reload",
         ),
         FileSpec(
             dest=ALERTS_FILE,
             template="prometheus/citadel-alerts.yml.j2",
             validate=CHECK_RULES,
+            on_change="reload",
             extra={"gpu_hosts": gpu_hosts},
         ),
         FileSpec(
             dest=CONFIG_FILE,
             template="prometheus/prometheus.yml.j2",
             validate=CHECK_CONFIG,
+            on_change="reload",
             extra={
                 "jobs": jobs(targets),
                 "alertmanagers": alertmanagers(cluster, absent),

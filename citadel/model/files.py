@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -19,5 +19,9 @@ class FileSpec:
     secret: bool = False
     # A command that checks the rendered file before it goes live; "{path}" is the candidate.
     validate: str | None = None
+    # What a change to this file does to the component's service: "restart" (read at start: a
+    # unit, its environment, keys), "reload" (re-read on reload/SIGHUP), "none" (read by
+    # something else, e.g. Ollama's Modelfile: the model is re-created, the server keeps running).
+    on_change: Literal["restart", "reload", "none"] = "restart"
     # Extra template variables.
     extra: dict[str, Any] = field(default_factory=dict)
