@@ -2,9 +2,13 @@
 SCRAM verifiers, citadel_db, grants, and versioned migrations applied only when pending.
 
 Restart only when a restart-only parameter changed (conf.d/10-citadel-restart.conf: listen,
-port, shared_buffers, max_connections); reload for pg_hba and the other parameters; nothing else
-restarts it. Secrets never reach a command line: roles.sql holds SCRAM verifiers (computed on the
-controller) and psql reads it on stdin.
+port, shared_buffers, max_connections, archive_mode); reload for pg_hba and the other parameters;
+nothing else restarts it. Secrets never reach a command line: roles.sql holds SCRAM verifiers
+(computed on the controller) and psql reads it on stdin.
+
+Backups (postgres.backup): WAL archived by archive_command into the target's wal/, base
+backups by citadel-pg-backup (the first one right after the first converge), restore by
+/usr/local/sbin/citadel-pg-restore (docs/postgres.md, "Backups and point-in-time restore").
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -68,6 +73,16 @@ def install(ctx: DeployContext, cfg: Config) -> Install:
 def configure(ctx: DeployContext, cfg: Config) -> dict[str, OperationMeta]:
     rendered = component_files("postgres", ctx.view, cfg)
     ops = put_files(rendered)
+    if cfg.backup.enabled:
+        # The archive must exist before archive_mode goes on (the restart in activate).
+        for path in (cfg.backup.target, model.base_backups(cfg), model.wal_archive(cfg)):
+            files.directory(
+                name=f"postgres: backup directory {path}",
+                path=path,
+                user="postgres",
+                group="postgres",
+                mode="0700",
+            )
     return {f.spec.dest: op for f, op in zip(rendered, ops, strict=True)}
 
 
@@ -75,11 +90,11 @@ def configure(ctx: DeployContext, cfg: Config) -> dict[str, OperationMeta]:
 def activate(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta]) -> None:
     service = model.service_name(cfg)
     d = model.conf_dir(cfg)
-    restart_conf = changed[f"{d}/conf.d/10-citadel-restart.conf"]
+    restart_conf = changed[f"{d}/conf.d/10-citadel-restart.conf"]  # archive_mode too
     reload_conf = changed[f"{d}/conf.d/20-citadel.conf"]
     hba = changed[f"{d}/pg_hba.conf"]
     systemd.service(
-        name=f"Restart {service} (listen/memory/connections changed)",
+        name=f"Restart {service} (listen/memory/connections/archive_mode changed)",
         service=service,
         restarted=True,
         _if=any_changed(restart_conf),
@@ -198,9 +213,24 @@ def apply_migrations(ctx: DeployContext, cfg: Config, state: dict) -> None:
         )
 
 
+@deploy("postgres: backup")
+def first_backup(ctx: DeployContext, cfg: Config) -> None:
+    """The first base backup, once, when none has succeeded yet: point-in-time recovery (and
+    the freshness metric) work from the first converge on, not from the first timer run."""
+    if not cfg.backup.enabled:
+        return
+    if host.get_fact(File, path=f"{cfg.backup.target}/{model.LAST_SUCCESS}"):
+        return
+    server.shell(
+        name="postgres: first base backup (none yet)",
+        commands=[model.BACKUP_SCRIPT],
+    )
+
+
 def apply(ctx: DeployContext, cfg: Config) -> None:
     inst: Install = install(ctx, cfg)
     resolved = model.resolved(cfg, inst.version)
     changed = configure(ctx, resolved)
     activate(ctx, resolved, changed)
     database(ctx, resolved, changed)
+    first_backup(ctx, resolved)

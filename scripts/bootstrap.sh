@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-# Tools the tests call: redis-server (gateway tests), promtool, amtool (prometheus-alertmanager), nft, sshd -t, nginx -t, node (the
+# Tools the tests call: redis-server (gateway tests), postgresql (the backup/restore drill), promtool, amtool (prometheus-alertmanager), nft, sshd -t, nginx -t, node (the
 # API document's JavaScript SDK, tests/acceptance), and the lab's own prerequisites
 # (debootstrap, systemd-nspawn, nftables, iproute2).
-APT_PACKAGES=(redis-server prometheus prometheus-alertmanager nftables openssh-server nginx-light sudo debootstrap
+APT_PACKAGES=(redis-server postgresql prometheus prometheus-alertmanager nftables openssh-server nginx-light sudo debootstrap
               systemd-container iproute2 curl ca-certificates nodejs)
 
 missing=()

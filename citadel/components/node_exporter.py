@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
@@ -14,6 +16,11 @@ if TYPE_CHECKING:
 
 class Config(ComponentConfig):
     port: PortNumber = 9100
+    # The textfile collector reads *.prom here (Debian's default directory; other components,
+    # e.g. postgres backups, write their freshness metrics into it atomically).
+    textfile_directory: str = Field(
+        default="/var/lib/prometheus/node-exporter", pattern=r"^(/[A-Za-z0-9._-]+)+$"
+    )
 
     def ports(self) -> list[Port]:
         return [

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import shlex
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
@@ -39,12 +40,58 @@ PREVIEW_VERSION = 17
 CONFIG_DIR = "/etc/citadel/postgres"
 CHECKCONF = "/usr/local/lib/citadel/pg-checkconf"
 
+# Backups (base backups + WAL archive): scripts, their settings, the systemd units.
+ARCHIVE_WAL = "/usr/local/lib/citadel/pg-archive-wal"
+BACKUP_SCRIPT = "/usr/local/sbin/citadel-pg-backup"
+RESTORE_SCRIPT = "/usr/local/sbin/citadel-pg-restore"
+BACKUP_ENV = f"{CONFIG_DIR}/backup.env"
+BACKUP_UNIT = "citadel-pg-backup"
+BACKUP_SERVICE_FILE = f"/etc/systemd/system/{BACKUP_UNIT}.service"
+BACKUP_TIMER_FILE = f"/etc/systemd/system/{BACKUP_UNIT}.timer"
+# Written by the backup script after each successful base backup (epoch seconds): the deploy
+# runs the first backup itself when this file is absent.
+LAST_SUCCESS = "last-success"
+METRIC_FILE = "citadel_backup_postgres.prom"
+
 
 class Tuning(StrictModel):
     shared_buffers: str = Field(default="1GB", pattern=r"^[0-9]+(kB|MB|GB)$")
     max_connections: int = Field(default=200, ge=10, le=10000)
     work_mem: str = Field(default="16MB", pattern=r"^[0-9]+(kB|MB|GB)$")
     effective_cache_size: str = Field(default="4GB", pattern=r"^[0-9]+(kB|MB|GB)$")
+
+
+class Backup(StrictModel):
+    """Point-in-time recovery: WAL archived continuously + base backups on a timer, kept under
+    `target` (base/<UTC stamp>/, wal/); the newest `keep_base_backups` and the WAL they need."""
+
+    enabled: bool = True
+    # An absolute directory on the PostgreSQL host (a mounted backup volume in production).
+    target: str = Field(default="/var/backups/citadel/postgres", pattern=r"^(/[A-Za-z0-9._-]+)+$")
+    # systemd OnCalendar expression (checked with `systemd-analyze calendar` before it goes live).
+    schedule: str = Field(
+        default="*-*-* 02:30:00", min_length=1, pattern=r"^[A-Za-z0-9*:.,/~ +_-]+$"
+    )
+    keep_base_backups: int = Field(default=7, ge=1, le=365)
+    # A WAL segment is archived at the latest this long after a write (bounds data loss).
+    archive_timeout: str = Field(default="5min", pattern=r"^[0-9]+(s|min|h)$")
+    # The freshness alert: no successful base backup for this long.
+    stale_after_hours: int = Field(default=36, ge=1, le=24 * 90)
+
+    @field_validator("target")
+    @classmethod
+    def _not_a_system_dir(cls, value: str) -> str:
+        parts = value.split("/")
+        if ".." in parts or "." in parts:
+            raise ValueError("must not contain '.' or '..' components")
+        if value.startswith(("/var/lib/postgresql", "/etc/", "/usr/", "/proc/", "/sys/")) or (
+            value.count("/") < 2
+        ):
+            raise ValueError(
+                "must be a dedicated directory (at least two levels deep), outside the "
+                "data directory and system trees, e.g. /var/backups/citadel/postgres"
+            )
+        return value.rstrip("/")
 
 
 class Config(ComponentConfig):
@@ -63,6 +110,7 @@ class Config(ComponentConfig):
     readonly_role: str = Field(default="citadel_readonly", pattern=SQL_NAME)
     allowed_clients: list[str] = Field(default_factory=lambda: ["gateway", "webui"])
     tuning: Tuning = Tuning()
+    backup: Backup = Backup()
 
     def ports(self) -> list[Port]:
         return [
@@ -171,6 +219,42 @@ def service_name(cfg: Config) -> str:
     return f"postgresql@{major_version(cfg)}-main"
 
 
+def data_dir(cfg: Config) -> str:
+    return f"/var/lib/postgresql/{major_version(cfg)}/main"
+
+
+# -- backups ----------------------------------------------------------------------------------
+
+
+def wal_archive(cfg: Config) -> str:
+    return f"{cfg.backup.target}/wal"
+
+
+def base_backups(cfg: Config) -> str:
+    return f"{cfg.backup.target}/base"
+
+
+def archive_command(cfg: Config, script: str = ARCHIVE_WAL) -> str:
+    """PostgreSQL's archive_command: copy the segment into the archive atomically (temp file,
+    fsync, rename), never overwrite a different file (an identical one is success, so a retry
+    after a crash between the copy and PostgreSQL's bookkeeping does not wedge archiving)."""
+    return f'{script} "%p" "{wal_archive(cfg)}/%f"'
+
+
+def restore_command(cfg: Config) -> str:
+    """recovery's restore_command (written by citadel-pg-restore into postgresql.auto.conf)."""
+    return f'cp "{wal_archive(cfg)}/%f" "%p"'
+
+
+def textfile_directory(view: HostView) -> str:
+    """Where node_exporter's textfile collector reads *.prom on this host ("" when it does not
+    run here: the backup script then writes no metric)."""
+    ne = view.host.node_exporter
+    if ne is None or ne.skip is not None:
+        return ""
+    return ne.textfile_directory
+
+
 # -- pg_hba -----------------------------------------------------------------------------------
 
 
@@ -214,6 +298,17 @@ def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:
     rules = [
         HbaRule("local", "all", ("postgres",), "", "peer", "administration as the postgres user"),
     ]
+    if cfg.backup.enabled:
+        rules.append(
+            HbaRule(
+                "local",
+                "replication",
+                ("postgres",),
+                "",
+                "peer",
+                "base backups (pg_basebackup as the postgres user)",
+            )
+        )
     local_users: tuple[str, ...] = (cfg.owner_role, cfg.app_role, cfg.readonly_role)
     if host.postgres_exporter is not None and host.postgres_exporter.skip is None:
         local_users += (host.postgres_exporter.role,)
@@ -286,6 +381,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             dest=f"{d}/conf.d/20-citadel.conf",
             template="postgres/20-citadel.conf.j2",
             validate=check,
+            extra={"archive_command": archive_command(cfg)},
         ),
         FileSpec(
             dest=f"{d}/pg_hba.conf",
@@ -307,7 +403,67 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             template="postgres/access.sql.j2",
             mode="0600",
         ),
+        *backup_files(view, cfg),
+    ]
+
+
+def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
+    """The WAL archiver, the base backup + retention script, the restore script.
+
+    Not yet written: the timer (templates/postgres/citadel-pg-backup.{service,timer}.j2, see
+    backup_unit_files): a new unit needs its entry in tests/unit/test_sandbox.py's SANDBOXED.
+    """
+    if not cfg.backup.enabled:
+        return []
+    bash = "bash -n {path}"
+    common = {"env_file": BACKUP_ENV}
+    return [
+        FileSpec(
+            dest=ARCHIVE_WAL, template="postgres/pg-archive-wal.sh.j2", mode="0755", validate=bash
+        ),
+        FileSpec(
+            dest=BACKUP_ENV,
+            template="postgres/backup.env.j2",
+            extra={
+                "bindir": f"/usr/lib/postgresql/{major_version(cfg)}/bin",
+                "data_dir": data_dir(cfg),
+                "service": service_name(cfg),
+                "textfile_dir": textfile_directory(view),
+            },
+        ),
+        FileSpec(
+            dest=BACKUP_SCRIPT,
+            template="postgres/citadel-pg-backup.sh.j2",
+            mode="0755",
+            validate=bash,
+            extra={**common, "last_success": LAST_SUCCESS, "metric_file": METRIC_FILE},
+        ),
+        FileSpec(
+            dest=RESTORE_SCRIPT,
+            template="postgres/citadel-pg-restore.sh.j2",
+            mode="0755",
+            validate=bash,
+            extra={**common, "restore_command": restore_command(cfg)},
+        ),
     ]
 
 
 COMPONENT = Component(name="postgres", config=Config, role="postgres", files=files)
+
+
+def backup_unit_files(cfg: Config) -> list[FileSpec]:
+    """The schedule (postgres.backup.schedule): citadel-pg-backup.service (sandboxed, as the
+    postgres user) and its timer, checked with `systemd-analyze calendar` before it goes live."""
+    calendar = f"systemd-analyze calendar {shlex.quote(cfg.backup.schedule)} >/dev/null"
+    return [
+        FileSpec(
+            dest=BACKUP_SERVICE_FILE,
+            template="postgres/citadel-pg-backup.service.j2",
+            extra={"service": service_name(cfg), "script": BACKUP_SCRIPT},
+        ),
+        FileSpec(
+            dest=BACKUP_TIMER_FILE,
+            template="postgres/citadel-pg-backup.timer.j2",
+            validate=calendar,
+        ),
+    ]
