@@ -17,11 +17,12 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command, LinuxDistribution
-from pyinfra.operations import files, pip, server
+from pyinfra.operations import apt, files, pip, server
 
 from citadel import wheels
 from citadel.artifacts import ArtifactUnavailable
 from citadel.wheels import wheel_sha256
+from deploys._service import system_account
 
 MARKER = ".citadel-wheels"
 
@@ -120,3 +121,35 @@ def project_wheels(project: Path, label: str, python_version: str) -> tuple[Path
     except wheels.ArtifactError as exc:
         raise ArtifactUnavailable(f"{label} wheel: {exc}") from None
     return wheel, req, sorted(deps.glob("*.whl"))
+
+
+def install_project_service(
+    built: tuple[Path, str, list[Path]],
+    *,
+    label: str,
+    venv: str,
+    stage: str,
+    user: str | None = None,
+) -> list[OperationMeta]:
+    """The install step of a service of this repository (services/<name>), from ``built``
+    (``project_wheels``: its wheel, pinned requirement and dependency wheels for the host's
+    Python, built here first, before any operation): python3-venv and curl (the ready check), a
+    system account ``user`` when it runs as one, and the offline install into ``venv`` (the
+    project's wheel reinstalled: same version, new content). Returns the install operation when
+    one runs (a changed package restarts the service)."""
+    wheel, req, deps = built
+    apt.packages(
+        name="Install python3-venv and curl", packages=["python3-venv", "curl"], no_recommends=True
+    )
+    if user is not None:
+        system_account(user, home="/nonexistent")
+    op = install_wheels(
+        label=label,
+        venv=venv,
+        requirement=req,
+        main_wheel=wheel,
+        dependency_wheels=deps,
+        stage=stage,
+        force_main=True,
+    )
+    return [op] if op is not None else []

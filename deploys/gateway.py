@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files
+from pyinfra.operations import files
 
 from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.components.gateway import ETC, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import Changes, put_changes
-from deploys._service import Ready, system_account, unit_activate
-from deploys._venv import host_python_version, install_wheels, project_wheels
+from deploys._service import Ready, unit_activate
+from deploys._venv import host_python_version, install_project_service, project_wheels
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gateway"
 STAGE = "/var/cache/citadel/wheels/gateway"
@@ -28,21 +28,8 @@ USER = "citadel-gateway"
 
 @deploy("gateway: install")
 def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    wheel, req, deps = project_wheels(PROJECT, "citadel-gateway", host_python_version())
-    apt.packages(
-        name="Install python3-venv and curl", packages=["python3-venv", "curl"], no_recommends=True
-    )
-    system_account(USER, home="/nonexistent")
-    op = install_wheels(
-        label=SERVICE,
-        venv=VENV,
-        requirement=req,
-        main_wheel=wheel,
-        dependency_wheels=deps,
-        stage=STAGE,
-        force_main=True,
-    )
-    return [op] if op is not None else []
+    built = project_wheels(PROJECT, SERVICE, host_python_version())
+    return install_project_service(built, label=SERVICE, venv=VENV, stage=STAGE, user=USER)
 
 
 @deploy("gateway: configure")

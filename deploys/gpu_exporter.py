@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt
 
 from citadel.components.gpu_exporter import SERVICE, VENV, Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import Changes, put_changes
 from deploys._service import Ready, unit_activate
-from deploys._venv import host_python_version, install_wheels, project_wheels
+from deploys._venv import host_python_version, install_project_service, project_wheels
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gpu_exporter"
 STAGE = "/var/cache/citadel/wheels/gpu-exporter"
@@ -27,22 +26,8 @@ STAGE = "/var/cache/citadel/wheels/gpu-exporter"
 
 @deploy("gpu_exporter: install")
 def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    wheel, req, deps = project_wheels(PROJECT, "citadel-gpu-exporter", host_python_version())
-    apt.packages(
-        name="Install python3-venv and curl",
-        packages=["python3-venv", "curl"],
-        no_recommends=True,
-    )
-    op = install_wheels(
-        label="citadel-gpu-exporter",
-        venv=VENV,
-        requirement=req,
-        main_wheel=wheel,
-        dependency_wheels=deps,
-        stage=STAGE,
-        force_main=True,
-    )
-    return [op] if op is not None else []
+    built = project_wheels(PROJECT, SERVICE, host_python_version())
+    return install_project_service(built, label=SERVICE, venv=VENV, stage=STAGE)
 
 
 @deploy("gpu_exporter: configure")
