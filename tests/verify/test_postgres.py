@@ -243,3 +243,34 @@ def test_data_survives_service_restart(target):
         time.sleep(1)
     after = psql(target, canary).strip()
     assert before and before == after
+
+
+def test_wal_archiving_works(target):
+    """archive_command copies a switched segment into the backup target; nothing failed."""
+    b = target.host.postgres.backup
+    before = int(superuser(target, "SELECT archived_count FROM pg_stat_archiver", "postgres"))
+    segment = superuser(target, "SELECT pg_walfile_name(pg_switch_wal())", "postgres").strip()
+    for _ in range(30):
+        if (
+            int(superuser(target, "SELECT archived_count FROM pg_stat_archiver", "postgres"))
+            > before
+        ):
+            break
+        time.sleep(1)
+    assert superuser(target, "SELECT failed_count FROM pg_stat_archiver", "postgres") == "0"
+    assert superuser(target, "SHOW archive_mode", "postgres") == "on"
+    assert b.enabled
+    assert target.infra.file(f"{postgres.wal_archive(target.host.postgres)}/{segment}").exists
+
+
+def test_a_base_backup_exists_after_the_first_converge(target):
+    cfg = target.host.postgres
+    base = postgres.base_backups(cfg)
+    names = target.infra.check_output(f"ls -1 {base}").split()
+    assert names, f"no base backup in {base}"
+    assert target.infra.file(f"{base}/{sorted(names)[-1]}/citadel-backup.info").exists
+    assert target.infra.file(f"{cfg.backup.target}/{postgres.LAST_SUCCESS}").exists
+    textfile = target.host.node_exporter.textfile_directory
+    metric = target.infra.file(f"{textfile}/{postgres.METRIC_FILE}").content_string
+    assert 'citadel_backup_last_success_timestamp_seconds{kind="postgres_base"}' in metric
+    assert target.infra.file(postgres.RESTORE_SCRIPT).mode == 0o755
