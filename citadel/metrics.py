@@ -49,6 +49,8 @@ EMITTED: dict[str, frozenset[str]] = {
     "node_exporter": frozenset(
         {
             "node_cpu_seconds_total",
+            # the textfile collector: citadel-pg-backup's freshness
+            "citadel_backup_last_success_timestamp_seconds",
             "node_load1",
             "node_memory_MemAvailable_bytes",
             "node_memory_MemTotal_bytes",

@@ -107,6 +107,15 @@ def activate(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta])
     )
     systemd.service(name="Enable postgresql", service="postgresql", enabled=True)
     systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+    if cfg.backup.enabled:
+        units = [changed[model.BACKUP_SERVICE_FILE], changed[model.BACKUP_TIMER_FILE]]
+        systemd.daemon_reload(name="Reload systemd units (backup timer)", _if=any_changed(*units))
+        systemd.service(
+            name=f"Run {model.BACKUP_UNIT}.timer (postgres.backup.schedule)",
+            service=f"{model.BACKUP_UNIT}.timer",
+            running=True,
+            enabled=True,
+        )
     # PostgreSQL keeps the previous rules when pg_hba.conf has an error: make that loud.
     check = (
         psql(cfg, "postgres")
@@ -221,9 +230,10 @@ def first_backup(ctx: DeployContext, cfg: Config) -> None:
         return
     if host.get_fact(File, path=f"{cfg.backup.target}/{model.LAST_SUCCESS}"):
         return
-    server.shell(
-        name="postgres: first base backup (none yet)",
-        commands=[model.BACKUP_SCRIPT],
+    systemd.service(
+        name="postgres: first base backup (none yet; the timer takes over)",
+        service=f"{model.BACKUP_UNIT}.service",
+        running=True,  # a oneshot: systemctl start waits until the backup finished
     )
 
 

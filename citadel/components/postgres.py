@@ -408,11 +408,8 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
 
 
 def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
-    """The WAL archiver, the base backup + retention script, the restore script.
-
-    Not yet written: the timer (templates/postgres/citadel-pg-backup.{service,timer}.j2, see
-    backup_unit_files): a new unit needs its entry in tests/unit/test_sandbox.py's SANDBOXED.
-    """
+    """The WAL archiver, the base backup + retention script, the restore script, and the
+    timer that runs the backup (backup_unit_files)."""
     if not cfg.backup.enabled:
         return []
     bash = "bash -n {path}"
@@ -445,6 +442,7 @@ def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
             validate=bash,
             extra={**common, "restore_command": restore_command(cfg)},
         ),
+        *backup_unit_files(cfg),
     ]
 
 

@@ -168,6 +168,18 @@ def alertmanagers(cluster: Cluster, absent: Absent) -> list[str]:
 
 
 # -- files ---------------------------------------------------------------------------------------
+def backup_hosts(cluster: Cluster, absent: Absent) -> list[tuple[str, int]]:
+    """(host, stale after seconds) for every PostgreSQL that backs itself up."""
+    return [
+        (h.name, h.postgres.backup.stale_after_hours * 3600)
+        for h in cluster.with_role("postgres")
+        if h.postgres is not None
+        and h.postgres.skip is None
+        and h.postgres.backup.enabled
+        and (h.name, "postgres") not in absent
+    ]
+
+
 def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[FileSpec]:
     cluster = view.cluster
     absent = absent if absent is not None else absent_components(view)
@@ -202,7 +214,7 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
             template="prometheus/citadel-alerts.yml.j2",
             validate=CHECK_RULES,
             on_change="reload",
-            extra={"gpu_hosts": gpu_hosts},
+            extra={"gpu_hosts": gpu_hosts, "backups": backup_hosts(cluster, absent)},
         ),
         FileSpec(
             dest=CONFIG_FILE,

@@ -32,6 +32,7 @@ SANDBOXED = {
     "qdrant.service": {},
     "open-webui.service": {"wx_memory": True, "proc_all": True},
     "vllm.service": {"devices": True, "wx_memory": True, "proc_all": True},
+    "citadel-pg-backup.service": {},
 }
 PENDING: set[str] = set()
 # Directives a unit may give more than once (each line adds to the list).

@@ -16,6 +16,7 @@ from citadel.components import postgres
 from citadel.render import HostView
 from tests.acceptance.examples import PERFORMANCE_QUERY as DOC_METRICS_QUERY
 from tests.acceptance.examples import SIMILARITY_QUERY as DOC_SIMILAR_QUERY
+from tests.verify.test_gateway import MAX_EXPOSURE, exposure
 
 COMPONENT = "postgres"
 
@@ -274,3 +275,15 @@ def test_a_base_backup_exists_after_the_first_converge(target):
     metric = target.infra.file(f"{textfile}/{postgres.METRIC_FILE}").content_string
     assert 'citadel_backup_last_success_timestamp_seconds{kind="postgres_base"}' in metric
     assert target.infra.file(postgres.RESTORE_SCRIPT).mode == 0o755
+
+
+def test_the_backup_timer_is_enabled_and_its_unit_sandboxed(target):
+    """Base backups run on postgres.backup.schedule (Persistent: a missed run starts at boot)."""
+    if not target.host.postgres.backup.enabled:
+        return
+    timer = target.infra.service("citadel-pg-backup.timer")
+    assert timer.is_enabled and timer.is_running
+    report = target.infra.check_output(
+        "LC_ALL=C systemd-analyze security --no-pager citadel-pg-backup.service"
+    )
+    assert exposure(report) <= MAX_EXPOSURE, report
