@@ -15,6 +15,7 @@ import http.server
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from citadel.cli import lab_hosts
+from citadel.components import postgres
 from citadel.converge import plan_by_host, run_pyinfra
 from citadel.lab import LabConfig, LabHost, lab_paths
 from citadel.lab import ops as lab_ops
@@ -194,6 +196,62 @@ def test_drift_is_planned_on_exactly_the_affected_host_then_applied() -> None:
     assert citadel("plan", "-i", str(DRIFT)).returncode == 0
     assert converge()["results"]["failed_hosts"] == []  # back to the lab as declared
     assert citadel("plan").returncode == 0
+
+
+def on_data(command: str, timeout: float = 900) -> str:
+    proc = citadel("lab", "ssh", "data", "--", command, timeout=timeout)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc.stdout.strip()
+
+
+def sql(query: str) -> str:
+    return on_data(f"runuser -u postgres -- psql -X -At -d citadel_db -c {shlex.quote(query)}")
+
+
+def test_point_in_time_restore_on_the_data_host_is_exact_to_the_row() -> None:
+    cfg = load_cluster(INVENTORY).cluster.host("data").postgres
+    assert cfg is not None and cfg.backup.enabled
+    major = on_data("ls /etc/postgresql | sort -n | tail -n 1")
+    data_dir = f"/var/lib/postgresql/{major}/main"
+    service = f"postgresql@{major}-main"
+
+    sql("DROP TABLE IF EXISTS monitoring.e2e_restore_drill")
+    sql("CREATE TABLE monitoring.e2e_restore_drill (id int PRIMARY KEY, batch text NOT NULL)")
+    sql("INSERT INTO monitoring.e2e_restore_drill SELECT g, 'A' FROM generate_series(1, 100) g")
+    t0 = time.monotonic()
+    on_data(f"systemctl start {postgres.BACKUP_UNIT}.service")  # what the timer runs
+    backup_s = time.monotonic() - t0
+    sql("INSERT INTO monitoring.e2e_restore_drill SELECT g, 'B' FROM generate_series(101, 150) g")
+    time.sleep(1.1)
+    target = sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'")
+    time.sleep(1.1)
+    sql("INSERT INTO monitoring.e2e_restore_drill SELECT g, 'C' FROM generate_series(151, 200) g")
+    segment = sql("SELECT pg_walfile_name(pg_switch_wal())")
+    wal = postgres.wal_archive(cfg)
+    on_data(f"for i in $(seq 60); do [ -f {wal}/{segment} ] && exit 0; sleep 1; done; exit 1")
+    assert sql("SELECT failed_count FROM pg_stat_archiver") == "0"
+
+    # The data is lost: the cluster stops and its data directory is gone.
+    on_data(f"systemctl stop {service} && rm -rf {data_dir}")
+    t1 = time.monotonic()
+    out = on_data(f"{postgres.RESTORE_SCRIPT} --target-time {shlex.quote(target)}")
+    restore_s = time.monotonic() - t1
+    assert "restored to" in out, out
+
+    got = sql(
+        "SELECT batch || ':' || count(*) || ':' || min(id) || '-' || max(id) "
+        "FROM monitoring.e2e_restore_drill GROUP BY batch ORDER BY batch"
+    ).split()
+    assert got == ["A:100:1-100", "B:50:101-150"], got
+    assert sql("SELECT pg_is_in_recovery()") == "f"
+    sql("INSERT INTO monitoring.e2e_restore_drill VALUES (201, 'after-restore')")
+    sql("DROP TABLE monitoring.e2e_restore_drill")
+    on_data(f"systemctl start {postgres.BACKUP_UNIT}.service")  # one on the new timeline
+    on_data(f"rm -rf {data_dir}.before-restore-*")
+    record("restore_drill_backup_s", backup_s)
+    record("restore_drill_restore_s", restore_s)
+    report = converge(limit=["data"])  # the restored host converges like any other
+    assert report["results"]["failed_hosts"] == [], failed_ops(report)
 
 
 ROLLING = Path("inventory/.e2e-rolling.yml")
