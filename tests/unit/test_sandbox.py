@@ -143,3 +143,20 @@ def test_sandbox_shape(inventory: str, host: str, name: str) -> None:
     assert ("MemoryDenyWriteExecute" in s) is not opens.get("wx_memory", False)
     assert ("ProcSubset" in s) is not opens.get("proc_all", False)
     assert ("SystemCallFilter", "@system-service") in lines
+
+
+def test_the_backup_unit_keeps_postgres_shared_memory() -> None:
+    """It runs as postgres: RemoveIPC would remove the running server's shared memory when it
+    stops (seen in the lab: 'could not open shared memory segment')."""
+    backup = [
+        u
+        for (host, name), u in units("inventory/lab.yml").items()
+        if name.startswith("citadel-pg-backup")
+    ]
+    assert backup and all("RemoveIPC=yes" not in u for u in backup)
+    gateway = [
+        u
+        for (host, name), u in units("inventory/lab.yml").items()
+        if name == "citadel-gateway.service"
+    ]
+    assert all("RemoveIPC=yes" in u for u in gateway)
