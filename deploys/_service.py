@@ -24,23 +24,28 @@ C = TypeVar("C", bound=ComponentConfig)
 
 
 def ready_check(service: str, url: str, expect: str | None, timeout_s: int) -> str:
-    """One shell command: poll ``url`` (bounded) until it answers 2xx (and its body contains
-    ``expect``, when given).
+    """One shell command: poll ``url`` until it answers 2xx (and its body contains ``expect``,
+    when given), for at most ``timeout_s`` seconds of wall-clock time.
 
     Gives up early when the unit has crashed and been restarted three more times (a broken install
-    fails in seconds, not after the whole timeout), printing the unit's last log lines.
+    fails in seconds, not after the whole timeout). Either way it says which it was, and prints
+    the unit's last log lines: a slow start and a crash loop need different fixes.
     """
     restarts = f"systemctl show -p NRestarts --value {service}"
     probe = f"curl -sf --max-time 2 {url}"
     probe += f" | grep -qF '{expect}'" if expect else " -o /dev/null"
+    journal = f"journalctl -u {service} -n 60 --no-pager >&2; exit 1"
     return (
-        f"n0=$({restarts}); "
-        f"for i in $(seq 1 {timeout_s}); do "
+        f"n0=$({restarts}); t0=$(date +%s); "
+        f"while [ $(($(date +%s) - t0)) -lt {timeout_s} ]; do "
         f"{probe} && exit 0; "
-        f'[ "$({restarts})" -ge $((n0 + 3)) ] 2>/dev/null && break; '
+        f'if [ "$({restarts})" -ge $((n0 + 3)) ] 2>/dev/null; then '
+        f'echo "{service}: crashed and restarted 3 times while starting, '
+        f'after $(($(date +%s) - t0))s" >&2; '
+        f"{journal}; fi; "
         "sleep 1; done; "
         f"echo '{service}: {url} not ready within {timeout_s}s' >&2; "
-        f"journalctl -u {service} -n 30 --no-pager >&2; exit 1"
+        f"{journal}"
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import deploy_harness as h
@@ -222,8 +225,47 @@ def test_a_model_path_missing_on_the_host_stops_with_one_line(
 
 def test_ready_check_is_bounded_and_gives_up_on_a_crash_loop() -> None:
     cmd = ready_check("svc", "http://a:1/x", '"name"', 7)
-    assert "seq 1 7" in cmd
+    assert "-lt 7 ]" in cmd  # seconds of wall clock, not loop turns
     assert "NRestarts" in cmd and "n0 + 3" in cmd
     assert "grep -qF '\"name\"'" in cmd
     assert cmd.endswith("exit 1")
     assert "-o /dev/null" in ready_check("svc", "http://a:1/health", None, 5)
+
+
+def _run_ready_check(tmp_path: Path, curl: str, restarts: str, timeout_s: int) -> tuple[int, str]:
+    """Run the real shell command with systemctl, curl and journalctl stood in on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "systemctl": restarts,
+        "curl": curl,
+        "journalctl": 'echo "last log line"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "N": str(tmp_path / "n")}
+    cmd = ready_check("svc", "http://a:1/health", None, timeout_s)
+    proc = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=30)
+    return proc.returncode, proc.stderr
+
+
+def test_ready_check_answers_at_once_when_the_service_does(tmp_path: Path) -> None:
+    assert _run_ready_check(tmp_path, "exit 0", "echo 0", 5) == (0, "")
+
+
+def test_ready_check_times_out_in_wall_clock_seconds_and_says_so(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    rc, err = _run_ready_check(tmp_path, "sleep 1; exit 7", "echo 0", 2)
+    assert rc == 1
+    assert time.monotonic() - t0 < 6  # each turn costs a probe and a sleep: still 2 s in all
+    assert "svc: http://a:1/health not ready within 2s" in err
+    assert "last log line" in err
+
+
+def test_ready_check_names_a_crash_loop(tmp_path: Path) -> None:
+    counter = 'n=$(cat "$N" 2>/dev/null || echo 0); echo $((n + 1)) > "$N"; echo $n'
+    rc, err = _run_ready_check(tmp_path, "exit 7", counter, 60)
+    assert rc == 1
+    assert "svc: crashed and restarted 3 times while starting" in err
+    assert "not ready within" not in err
