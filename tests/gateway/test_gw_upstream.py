@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from citadel_gateway import upstream
 from citadel_gateway.upstream import ConnectFailed, Disconnected, UpstreamClient
+from citadel_gateway.upstream import response as upstream_response
 
 from .conftest import free_port
 
@@ -239,8 +239,8 @@ async def test_a_response_not_read_to_its_end_closes_its_connection() -> None:
 
 @pytest.mark.asyncio
 async def test_a_slow_reader_pauses_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upstream, "HIGH_WATER", 64 * 1024)
-    monkeypatch.setattr(upstream, "LOW_WATER", 16 * 1024)
+    monkeypatch.setattr(upstream_response, "HIGH_WATER", 64 * 1024)
+    monkeypatch.setattr(upstream_response, "LOW_WATER", 16 * 1024)
     size = 4 * 1024 * 1024
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

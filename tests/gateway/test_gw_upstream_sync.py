@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from citadel_gateway import upstream
 from citadel_gateway.upstream import Disconnected, UpstreamClient
+from citadel_gateway.upstream import response as upstream_response
 
 from .hostile import HostileBackend, Req, Script, response
 
@@ -102,7 +102,7 @@ async def test_endless_interim_responses_are_a_broken_backend(
     hostile: list[HostileBackend],
 ) -> None:
     async def script(req: Req, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" * (upstream.MAX_INTERIM + 1))
+        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" * (upstream_response.MAX_INTERIM + 1))
         w.write(answer(req))
 
     url = run(hostile, script)
