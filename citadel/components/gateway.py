@@ -61,7 +61,8 @@ class Config(ComponentConfig):
     port: PortNumber = 8000
     workers: int = Field(default=2, ge=1, le=64)
     auth: Auth
-    # per subject (JWT sub; client address for /health): the API document's table
+    # per subject (JWT sub, or the webui's user: webui:<id>; client address for /health):
+    # the API document's table
     rate_limits: gw.RateLimits = gw.RateLimits()
     redis_failure: Literal["open", "closed"] = "open"
     cache_ttl_s: int = 3600
@@ -95,7 +96,10 @@ SECRET_FILES = {  # secret name -> file the gateway reads it from
     "redis_password": f"{ETC}/secrets/redis.password",
     "qdrant_api_key": f"{ETC}/secrets/qdrant.key",
     "model_api_key": f"{ETC}/secrets/model.key",
+    "webui_gateway_token": f"{ETC}/secrets/webui.token",
 }
+# OpenWebUI's forwarder (auth.forwarders): its users are subjects `webui:<user id>`
+WEBUI_FORWARDER = "webui"
 HEALTH_NAMES = {"chat": "llama_chat", "completions": "llama_instruct", "embeddings": "embeddings"}
 
 
@@ -176,7 +180,7 @@ def gateway_config(view: HostView, cfg: Config) -> gw.GatewayConfig:
             for name, (api, hosts) in sorted(served.items())
         },
         "redis": _redis(cfg, redises[0] if redises else None),
-        "auth": _auth(cfg.auth),
+        "auth": _auth(cfg.auth, _forwarders(view)),
         "rate_limits": cfg.rate_limits.model_dump(),  # written whole: the limits in force
         "cache": _cache(cfg),
         "cors": gw.Cors(allowed_origins=cfg.cors.allowed_origins),
@@ -240,7 +244,23 @@ def _redis(cfg: Config, server: Host | None) -> gw.Redis:
     return gw.Redis(**fields)
 
 
-def _auth(auth: Auth) -> gw.Auth:
+def _forwarders(view: HostView) -> dict[str, gw.Forwarder]:
+    """OpenWebUI, where the inventory deploys it: its service token (the secret
+    `webui_gateway_token`, which it sends as OPENAI_API_KEY) is accepted from the webui hosts'
+    addresses only, and its X-OpenWebUI-User-Id header (ENABLE_FORWARD_USER_INFO_HEADERS) names
+    the subject rate limits and the access log count (services/gateway/README.md)."""
+    webuis = [h for h in view.cluster.with_role("webui") if view.deployed(h, "webui")]
+    if not webuis:
+        return {}
+    return {
+        WEBUI_FORWARDER: gw.Forwarder(
+            token_file=SECRET_FILES["webui_gateway_token"],
+            addresses=[f"{h.address}/32" for h in webuis],
+        )
+    }
+
+
+def _auth(auth: Auth, forwarders: dict[str, gw.Forwarder] | None = None) -> gw.Auth:
     fields: dict[str, Any] = (
         {"jwks_url": auth.jwks_url} if auth.jwks_url else {"public_key_file": PUBLIC_KEY}
     )
@@ -252,6 +272,8 @@ def _auth(auth: Auth) -> gw.Auth:
     }
     if auth.audiences:
         fields["audience"] = auth.audiences
+    if forwarders:
+        fields["forwarders"] = forwarders
     return gw.Auth(**fields)
 
 

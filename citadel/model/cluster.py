@@ -218,6 +218,12 @@ class Cluster(StrictModel):
             and any(h.model and h.model.engine == "vllm" for h in self.model_hosts())
         ):
             needed.setdefault("model_api_key", "gateway")
+        if (
+            host.gateway
+            and host.gateway.skip is None
+            and any(h.webui and h.webui.skip is None for h in self.with_role("webui"))
+        ):
+            needed.setdefault("webui_gateway_token", "gateway")  # OpenWebUI's service token
         return needed
 
     # -- cross-field rules --------------------------------------------------------------------

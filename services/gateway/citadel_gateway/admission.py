@@ -11,7 +11,14 @@ from typing import Any
 
 from . import metrics
 from .asgi import Ctx
-from .auth import authorization, bearer_token, claim_permissions, insufficient_scope
+from .auth import (
+    ServiceClient,
+    auth_failed,
+    authorization,
+    bearer_token,
+    claim_permissions,
+    insufficient_scope,
+)
 from .config import Limit, Listen
 from .errors import GatewayError
 from .ratelimit import Decision, Pending
@@ -68,10 +75,13 @@ async def admit(st: State, ctx: Ctx, policy: Policy) -> None:
     if policy.auth:
         await authenticate(st, ctx)
     if policy.limit and st.cfg.rate_limits.enabled:
-        if ctx.subject is not None:
-            who = "sub:" + ctx.subject[:200]
-        else:
+        subject = ctx.subject
+        if subject is None:
             who = "ip:" + (client_ip(st.cfg.listen, ctx) or "unknown")
+        elif ctx.forwarder is None:
+            who = "sub:" + subject[:200]
+        else:  # a forwarder's users (validated ids): never a JWT subject's bucket
+            who = "fwd:" + subject
         limit: Limit = getattr(st.cfg.rate_limits, policy.limit)
         if policy.proxy and st.cfg.rate_limits.overlap_upstream:
             pending = st.limiter.start(policy.limit, who, limit)
@@ -100,16 +110,44 @@ def client_ip(listen: Listen, ctx: Ctx) -> str | None:
 async def authenticate(st: State, ctx: Ctx, also: list[str] | None = None) -> dict[str, Any]:
     """Verify the token; the route's permissions (and ``also``) must all be granted."""
     token = bearer_token(authorization(ctx.scope["headers"]))
-    claims = await st.auth.verify(token)
+    service = st.auth.services.get(token)
+    if service is not None:
+        claims = forwarded(st, ctx, service)
+    else:
+        claims = await st.auth.verify(token)
+        sub = claims.get("sub")
+        ctx.subject = str(sub) if sub is not None else "anonymous"
+        for header, name in st.auth.user_headers:
+            if header in ctx.headers:  # without its forwarder's credential: ignored
+                metrics.child(metrics.FORWARDED, name, "ignored").inc()
     ctx.claims = claims
-    sub = claims.get("sub")
-    ctx.subject = str(sub) if sub is not None else "anonymous"
     needed = st.cfg.auth.permissions_for(ctx.scope["path"]) + (also or [])
     if needed:
         missing = [p for p in needed if p not in claim_permissions(claims)]
         if missing:
             raise insufficient_scope(needed, missing)
     return claims
+
+
+def forwarded(st: State, ctx: Ctx, service: ServiceClient) -> dict[str, Any]:
+    """A forwarder's service credential: accepted from its addresses only; the subject is the
+    user its header names (``<forwarder>:<user id>``), or the forwarder itself without one."""
+    if not service.allows(client_ip(st.cfg.listen, ctx)):
+        metrics.child(metrics.FORWARDED, service.name, "refused").inc()
+        raise auth_failed("Token not accepted from this address")
+    ctx.subject = service.name
+    ctx.forwarder = service.name
+    try:
+        user = service.user(ctx.scope["headers"])
+    except GatewayError:
+        metrics.child(metrics.FORWARDED, service.name, "invalid").inc()
+        raise
+    if user is None:
+        metrics.child(metrics.FORWARDED, service.name, "service").inc()
+    else:
+        metrics.child(metrics.FORWARDED, service.name, "user").inc()
+        ctx.subject = service.name + ":" + user
+    return service.claims
 
 
 async def rate_limit(st: State, ctx: Ctx, bucket: str, who: str, limit: Limit) -> None:

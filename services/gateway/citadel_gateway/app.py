@@ -128,22 +128,23 @@ class Gateway(Runtime):
         metrics.child(metrics.HTTP_REQUESTS, ctx.route, ctx.scope["method"], code).inc()
         metrics.child(metrics.OVERHEAD, ctx.route).observe(max(0.0, total - ctx.upstream_s))
         self.stats.record(total)
-        logs.access(
-            {
-                "request_id": ctx.request_id,
-                "subject": ctx.subject,
-                "method": ctx.scope["method"],
-                "route": ctx.route,
-                "model": ctx.model,
-                "status": ctx.status,
-                "latency_ms": round(total * 1000, 3),
-                "upstream_ms": round(ctx.upstream_s * 1000, 3) if ctx.upstream_s else None,
-                "tokens": ctx.tokens,
-                "backend": ctx.backend,
-                "cache": ctx.cache,
-                "client": client_ip(self.state.cfg.listen, ctx),
-            }
-        )
+        fields = {
+            "request_id": ctx.request_id,
+            "subject": ctx.subject,
+            "method": ctx.scope["method"],
+            "route": ctx.route,
+            "model": ctx.model,
+            "status": ctx.status,
+            "latency_ms": round(total * 1000, 3),
+            "upstream_ms": round(ctx.upstream_s * 1000, 3) if ctx.upstream_s else None,
+            "tokens": ctx.tokens,
+            "backend": ctx.backend,
+            "cache": ctx.cache,
+            "client": client_ip(self.state.cfg.listen, ctx),
+        }
+        if ctx.forwarder is not None:  # the subject is a user the forwarder named
+            fields["forwarder"] = ctx.forwarder
+        logs.access(fields)
 
 
 def create_app() -> Any:

@@ -38,6 +38,7 @@ class Ctx:
     headers: dict[bytes, bytes]
     route: str = "unknown"
     subject: str | None = None
+    forwarder: str | None = None  # the subject came with a forwarder's credential (auth.py)
     model: str | None = None
     status: int = 0
     tokens: int | None = None

@@ -7,9 +7,12 @@ header, so ``alg: none`` and HS256-signed-with-the-public-key tokens are rejecte
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -17,8 +20,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .config import Auth
-from .errors import GatewayError
+from .config import Auth, Forwarder
+from .errors import GatewayError, invalid
 
 log = logging.getLogger("citadel_gateway.auth")
 
@@ -35,6 +38,11 @@ def _fail(message: str, error: str | None = "invalid_token") -> GatewayError:
     if error is not None:
         challenge += b', error="%s"' % error.encode()
     return GatewayError("INVALID_AUTH", message, headers=[(b"www-authenticate", challenge)])
+
+
+def auth_failed(message: str) -> GatewayError:
+    """401 ``invalid_token``: a credential was presented and is not accepted."""
+    return _fail(message)
 
 
 def insufficient_scope(needed: list[str], missing: list[str]) -> GatewayError:
@@ -71,10 +79,69 @@ def claim_permissions(claims: dict[str, Any]) -> set[str]:
     return perms
 
 
+# A forwarded user id: what lands in the subject, the access log and a Redis key. OpenWebUI's
+# are UUIDs; nothing here can split a key (":"), match a pattern ("*"), or end a log line.
+USER_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+USER_ID_MAX = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceClient:
+    """A forwarder (config ``auth.forwarders``) as the request path reads it."""
+
+    name: str
+    user_header: bytes
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    claims: dict[str, Any]  # what the credential authenticates as: never mutated
+
+    @classmethod
+    def of(cls, name: str, fwd: Forwarder) -> ServiceClient:
+        nets = tuple(ipaddress.ip_network(c, strict=False) for c in fwd.addresses)
+        claims = {"sub": name, "permissions": list(fwd.permissions)}
+        return cls(name, fwd.user_header.encode(), nets, claims)
+
+    def allows(self, address: str | None) -> bool:
+        if not address:
+            return False
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.networks)
+
+    def user(self, raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The user the request names (``None``: it names none); 400 for a value that is not a
+        user id, or for the header twice (ambiguous, like two Authorization headers)."""
+        found: bytes | None = None
+        for name, value in raw_headers:
+            if name == self.user_header:
+                if found is not None:
+                    raise _bad_user(self, "given more than once")
+                found = value
+        if found is None:
+            return None
+        if len(found) > USER_ID_MAX or not USER_ID.fullmatch(found):
+            raise _bad_user(self, f"not a user id (1-{USER_ID_MAX} of A-Z a-z 0-9 . _ @ -)")
+        return found.decode("ascii")
+
+
+def _bad_user(client: ServiceClient, issue: str) -> GatewayError:
+    # never the value itself: it may be anything, and it is not echoed back or logged
+    return invalid(client.user_header.decode(), issue, "Invalid forwarded user")
+
+
 class Authenticator:
     def __init__(self, cfg: Auth, session: aiohttp.ClientSession | None = None):
         self.cfg = cfg
         self.session = session
+        # service token -> its forwarder; user header -> forwarder, for headers sent without it
+        self.services: dict[str, ServiceClient] = {}
+        self.user_headers: tuple[tuple[bytes, str], ...] = ()
+        for name, fwd in cfg.forwarders.items():
+            client = ServiceClient.of(name, fwd)
+            if fwd.token:
+                self.services[fwd.token] = client
+            self.user_headers += ((client.user_header, name),)
         self._static: tuple[Any, str] | None = None
         self._jwks: dict[str | None, tuple[Any, str]] = {}
         self._jwks_fetched_at = 0.0

@@ -201,6 +201,48 @@ class Redis(_Strict):
 
 Permission = str | list[str]
 
+# A forwarder's name: the subject of its service credential and the prefix of its users'.
+FORWARDER_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+# An HTTP header name (RFC 9110 token), lower-case as ASGI servers give it.
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+FORWARDER_TOKEN_MIN = 16
+_TOKEN = re.compile(rf"^[A-Za-z0-9._~+/-]{{{FORWARDER_TOKEN_MIN},}}=*$")  # RFC 6750 b64token
+
+
+class Forwarder(_Strict):
+    """A front application (OpenWebUI) that calls with a service credential of its own and names
+    the user it acts for in a header. The credential is a static bearer token, accepted only from
+    ``addresses`` (the client's address: behind the front, its X-Real-IP); the header counts
+    only on a request with that credential from there. Elsewhere it is ignored (docs:
+    services/gateway/README.md, "Users behind a forwarder")."""
+
+    token_file: str
+    addresses: list[str] = Field(min_length=1)
+    user_header: str = "x-openwebui-user-id"
+    # what the credential grants (auth.route_permissions): none by default
+    permissions: list[str] = []
+    _token: str | None = PrivateAttr(default=None)
+
+    @field_validator("addresses")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return _cidr_list(v)
+
+    @field_validator("user_header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        v = v.lower()
+        if not _HEADER_NAME.match(v) or v in ("authorization", "x-real-ip", "host"):
+            raise ValueError(f"{v!r} is not a header name a forwarder may set")
+        return v
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def allows(self, host: str | None) -> bool:
+        return _address_in(host, self.addresses)
+
 
 class Auth(_Strict):
     public_key_file: str | None = None
@@ -216,6 +258,8 @@ class Auth(_Strict):
     # what a token needs for /health?detailed=true (backend URLs, their last errors); "" or
     # null: any valid token
     health_detailed_permission: str | None = "health:detailed"
+    # name -> a front application whose users count as subjects of their own (Forwarder)
+    forwarders: dict[Annotated[str, Field(pattern=FORWARDER_NAME)], Forwarder] = {}
     _public_key_pem: str | None = PrivateAttr(default=None)
 
     @field_validator("jwks_url")
@@ -388,7 +432,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "list[str]", "function-before[_strings(), list[Backend]]"):
+        elif part in ("str", "list[str]", "[key]", "function-before[_strings(), list[Backend]]"):
             continue
         else:
             out += ("." if out else "") + part
@@ -416,6 +460,17 @@ def _load_secrets(cfg: GatewayConfig) -> list[tuple[str, str]]:
         if pem is not None and "PUBLIC KEY" not in pem:
             errors.append(("auth.public_key_file", "not a PEM public key"))
         _set_private(cfg.auth, "_public_key_pem", pem)
+    tokens: dict[str, str] = {}
+    for name, fwd in cfg.auth.forwarders.items():
+        where = f"auth.forwarders.{name}.token_file"
+        token = read(where, fwd.token_file)
+        if token is not None:
+            if not _TOKEN.match(token):
+                errors.append((where, f"not a bearer token of {FORWARDER_TOKEN_MIN}+ characters"))
+            elif token in tokens:
+                errors.append((where, f"the same token as auth.forwarders.{tokens[token]}"))
+            tokens.setdefault(token, name)
+        _set_private(fwd, "_token", token)
     if cfg.redis.password_file:
         _set_private(cfg.redis, "_password", read("redis.password_file", cfg.redis.password_file))
     if cfg.qdrant and cfg.qdrant.api_key_file:

@@ -66,6 +66,12 @@ RATELIMIT_OVERLAPPED = Counter(
     "gateway_ratelimit_overlapped_total",
     "Model requests whose rate-limit check went to Redis together with the request itself",
 )
+FORWARDED = Counter(
+    "gateway_forwarded_user_total",
+    "Requests with a forwarder's credential (result user, service: no user header; invalid: "
+    "400; refused: 401, not from its addresses) or its user header without it (ignored)",
+    ["forwarder", "result"],
+)
 RATELIMIT_BYPASS = Counter(
     "gateway_ratelimit_failopen_total", "Requests let through because Redis was unavailable"
 )
