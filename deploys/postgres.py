@@ -18,7 +18,6 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -27,6 +26,7 @@ from citadel import migrations
 from citadel.components import postgres as model
 from citadel.components.postgres import Config, Install
 from citadel.render import component_files
+from deploys import _backup as backup
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
@@ -76,13 +76,7 @@ def configure(ctx: DeployContext, cfg: Config) -> dict[str, OperationMeta]:
     if cfg.backup.enabled:
         # The archive must exist before archive_mode goes on (the restart in activate).
         for path in (cfg.backup.target, model.base_backups(cfg), model.wal_archive(cfg)):
-            files.directory(
-                name=f"postgres: backup directory {path}",
-                path=path,
-                user="postgres",
-                group="postgres",
-                mode="0700",
-            )
+            backup.directory("postgres", path, "postgres")
     return {f.spec.dest: op for f, op in zip(rendered, ops, strict=True)}
 
 
@@ -109,13 +103,7 @@ def activate(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta])
     systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
     if cfg.backup.enabled:
         units = [changed[model.BACKUP_SERVICE_FILE], changed[model.BACKUP_TIMER_FILE]]
-        systemd.daemon_reload(name="Reload systemd units (backup timer)", _if=any_changed(*units))
-        systemd.service(
-            name=f"Run {model.BACKUP_UNIT}.timer (postgres.backup.schedule)",
-            service=f"{model.BACKUP_UNIT}.timer",
-            running=True,
-            enabled=True,
-        )
+        backup.timer(model.BACKUP, units)
     # PostgreSQL keeps the previous rules when pg_hba.conf has an error: make that loud.
     check = (
         psql(cfg, "postgres")
@@ -226,15 +214,8 @@ def apply_migrations(ctx: DeployContext, cfg: Config, state: dict) -> None:
 def first_backup(ctx: DeployContext, cfg: Config) -> None:
     """The first base backup, once, when none has succeeded yet: point-in-time recovery (and
     the freshness metric) work from the first converge on, not from the first timer run."""
-    if not cfg.backup.enabled:
-        return
-    if host.get_fact(File, path=f"{cfg.backup.target}/{model.LAST_SUCCESS}"):
-        return
-    systemd.service(
-        name="postgres: first base backup (none yet; the timer takes over)",
-        service=f"{model.BACKUP_UNIT}.service",
-        running=True,  # a oneshot: systemctl start waits until the backup finished
-    )
+    if cfg.backup.enabled:
+        backup.first_backup("postgres", model.BACKUP, cfg.backup)
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:

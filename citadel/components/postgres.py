@@ -9,14 +9,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from citadel.errors import CitadelError
+from citadel.model.backup import (
+    LAST_SUCCESS,
+    BackupSettings,
+    Calendar,
+    Target,
+    Unit,
+    textfile_directory,
+    unit_files,
+)
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component
 from citadel.model.files import FileSpec
@@ -46,11 +54,16 @@ BACKUP_SCRIPT = "/usr/local/sbin/citadel-pg-backup"
 RESTORE_SCRIPT = "/usr/local/sbin/citadel-pg-restore"
 BACKUP_ENV = f"{CONFIG_DIR}/backup.env"
 BACKUP_UNIT = "citadel-pg-backup"
-BACKUP_SERVICE_FILE = f"/etc/systemd/system/{BACKUP_UNIT}.service"
-BACKUP_TIMER_FILE = f"/etc/systemd/system/{BACKUP_UNIT}.timer"
-# Written by the backup script after each successful base backup (epoch seconds): the deploy
-# runs the first backup itself when this file is absent.
-LAST_SUCCESS = "last-success"
+BACKUP = Unit(
+    name=BACKUP_UNIT,
+    script=BACKUP_SCRIPT,
+    user="postgres",
+    server="postgresql",  # replaced by the cluster's unit (backup_unit)
+    description="PostgreSQL base backup (pg_basebackup) and retention",
+    setting="postgres.backup.schedule",
+)
+BACKUP_SERVICE_FILE = BACKUP.service_file
+BACKUP_TIMER_FILE = BACKUP.timer_file
 METRIC_FILE = "citadel_backup_postgres.prom"
 
 
@@ -61,37 +74,20 @@ class Tuning(StrictModel):
     effective_cache_size: str = Field(default="4GB", pattern=r"^[0-9]+(kB|MB|GB)$")
 
 
-class Backup(StrictModel):
+class Backup(BackupSettings):
     """Point-in-time recovery: WAL archived continuously + base backups on a timer, kept under
     `target` (base/<UTC stamp>/, wal/); the newest `keep_base_backups` and the WAL they need."""
 
-    enabled: bool = True
-    # An absolute directory on the PostgreSQL host (a mounted backup volume in production).
-    target: str = Field(default="/var/backups/citadel/postgres", pattern=r"^(/[A-Za-z0-9._-]+)+$")
-    # systemd OnCalendar expression (checked with `systemd-analyze calendar` before it goes live).
-    schedule: str = Field(
-        default="*-*-* 02:30:00", min_length=1, pattern=r"^[A-Za-z0-9*:.,/~ +_-]+$"
-    )
+    DATA_DIRS: ClassVar[tuple[str, ...]] = ("/var/lib/postgresql",)
+    KIND: ClassVar[str] = "postgres_base"
+    ALERT: ClassVar[str] = "PostgresBackupStale"
+    WHAT: ClassVar[str] = "PostgreSQL base backup"
+
+    target: Target = "/var/backups/citadel/postgres"
+    schedule: Calendar = "*-*-* 02:30:00"
     keep_base_backups: int = Field(default=7, ge=1, le=365)
     # A WAL segment is archived at the latest this long after a write (bounds data loss).
     archive_timeout: str = Field(default="5min", pattern=r"^[0-9]+(s|min|h)$")
-    # The freshness alert: no successful base backup for this long.
-    stale_after_hours: int = Field(default=36, ge=1, le=24 * 90)
-
-    @field_validator("target")
-    @classmethod
-    def _not_a_system_dir(cls, value: str) -> str:
-        parts = value.split("/")
-        if ".." in parts or "." in parts:
-            raise ValueError("must not contain '.' or '..' components")
-        if value.startswith(("/var/lib/postgresql", "/etc/", "/usr/", "/proc/", "/sys/")) or (
-            value.count("/") < 2
-        ):
-            raise ValueError(
-                "must be a dedicated directory (at least two levels deep), outside the "
-                "data directory and system trees, e.g. /var/backups/citadel/postgres"
-            )
-        return value.rstrip("/")
 
 
 class Config(ComponentConfig):
@@ -244,15 +240,6 @@ def archive_command(cfg: Config, script: str = ARCHIVE_WAL) -> str:
 def restore_command(cfg: Config) -> str:
     """recovery's restore_command (written by citadel-pg-restore into postgresql.auto.conf)."""
     return f'cp "{wal_archive(cfg)}/%f" "%p"'
-
-
-def textfile_directory(view: HostView) -> str:
-    """Where node_exporter's textfile collector reads *.prom on this host ("" when it does not
-    run here: the backup script then writes no metric)."""
-    ne = view.host.node_exporter
-    if ne is None or ne.skip is not None:
-        return ""
-    return ne.textfile_directory
 
 
 # -- pg_hba -----------------------------------------------------------------------------------
@@ -449,19 +436,11 @@ def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
 COMPONENT = Component(name="postgres", config=Config, role="postgres", files=files)
 
 
+def backup_unit(cfg: Config) -> Unit:
+    return replace(BACKUP, server=service_name(cfg))
+
+
 def backup_unit_files(cfg: Config) -> list[FileSpec]:
     """The schedule (postgres.backup.schedule): citadel-pg-backup.service (sandboxed, as the
-    postgres user) and its timer, checked with `systemd-analyze calendar` before it goes live."""
-    calendar = f"systemd-analyze calendar {shlex.quote(cfg.backup.schedule)} >/dev/null"
-    return [
-        FileSpec(
-            dest=BACKUP_SERVICE_FILE,
-            template="postgres/citadel-pg-backup.service.j2",
-            extra={"service": service_name(cfg), "script": BACKUP_SCRIPT},
-        ),
-        FileSpec(
-            dest=BACKUP_TIMER_FILE,
-            template="postgres/citadel-pg-backup.timer.j2",
-            validate=calendar,
-        ),
-    ]
+    postgres user, only while the cluster runs) and its timer (citadel.model.backup)."""
+    return unit_files(backup_unit(cfg), cfg.backup)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from citadel.model.backup import BackupSettings
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
@@ -168,16 +169,36 @@ def alertmanagers(cluster: Cluster, absent: Absent) -> list[str]:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def backup_hosts(cluster: Cluster, absent: Absent) -> list[tuple[str, int]]:
-    """(host, stale after seconds) for every PostgreSQL that backs itself up."""
-    return [
-        (h.name, h.postgres.backup.stale_after_hours * 3600)
-        for h in cluster.with_role("postgres")
-        if h.postgres is not None
-        and h.postgres.skip is None
-        and h.postgres.backup.enabled
-        and (h.name, "postgres") not in absent
-    ]
+@dataclass(frozen=True)
+class BackupAlert:
+    """One host's backups of one component (citadel.model.backup): its alert fires when the
+    freshness metric of `kind` is older than `stale_s` or absent."""
+
+    alert: str
+    host: str
+    kind: str
+    what: str
+    stale_s: int
+
+
+def backup_alerts(cluster: Cluster, absent: Absent) -> list[BackupAlert]:
+    """Every component that backs itself up, component by component in converge order."""
+    from citadel.components import ORDER
+
+    out = []
+    for section in ORDER:
+        for h in cluster.hosts:
+            cfg = getattr(h, section, None)
+            b = getattr(cfg, "backup", None)
+            if (
+                isinstance(b, BackupSettings)
+                and cfg is not None
+                and cfg.skip is None
+                and b.enabled
+                and (h.name, section) not in absent
+            ):
+                out.append(BackupAlert(b.ALERT, h.name, b.KIND, b.WHAT, b.stale_after_hours * 3600))
+    return out
 
 
 def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[FileSpec]:
@@ -214,7 +235,7 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
             template="prometheus/citadel-alerts.yml.j2",
             validate=CHECK_RULES,
             on_change="reload",
-            extra={"gpu_hosts": gpu_hosts, "backups": backup_hosts(cluster, absent)},
+            extra={"gpu_hosts": gpu_hosts, "backups": backup_alerts(cluster, absent)},
         ),
         FileSpec(
             dest=CONFIG_FILE,

@@ -112,12 +112,14 @@ def test_archiving_and_backup_files_render(lab: Cluster) -> None:
     assert "PG_SERVICE=postgresql@17-main\n" in env
     units = {s.dest: s for s in postgres.backup_unit_files(cfg)}
     timer = units[postgres.BACKUP_TIMER_FILE]
-    assert "OnCalendar=*-*-* 02:30:00" in render_template(timer.template, cfg=cfg)
+    assert "OnCalendar=*-*-* 02:30:00" in render_template(timer.template, cfg=cfg, **timer.extra)
     assert timer.validate and timer.validate.startswith("systemd-analyze calendar")
     service = units[postgres.BACKUP_SERVICE_FILE]
     unit = render_template(service.template, cfg=cfg, **service.extra)
     assert "User=postgres" in unit and "ReadWritePaths=/srv/backup/pg" in unit
     assert f"ExecStartPost=+{postgres.BACKUP_SCRIPT} --publish-metric" in unit
+    # Never starts the cluster itself: a restore stops it and a timer run must not start it.
+    assert "Requisite=postgresql@17-main.service" in unit and "Requires=" not in unit
     for script in (postgres.ARCHIVE_WAL, postgres.BACKUP_SCRIPT, postgres.RESTORE_SCRIPT):
         assert f[script].spec.mode == "0755" and f[script].spec.validate == "bash -n {path}"
         check = subprocess.run(["bash", "-n"], input=f[script].content, text=True)

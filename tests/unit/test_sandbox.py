@@ -113,8 +113,11 @@ def test_offline_exposure(inventory: str, host: str, name: str, tmp_path: Path) 
 @needs_analyze
 @pytest.mark.parametrize(("inventory", "host", "name"), _cases())
 def test_verify_offline(inventory: str, host: str, name: str, tmp_path: Path) -> None:
+    # The host's other units beside it: a backup unit requires its server's (qdrant.service).
+    for (other, unit_name), content in units(inventory).items():
+        if other == host:
+            (tmp_path / unit_name).write_text(content)
     unit = tmp_path / name
-    unit.write_text(units(inventory)[(host, name)])
     r = _analyze("verify", "--man=no", str(unit))
     # The programs are not installed here: that complaint is the only one allowed.
     problems = [
@@ -145,15 +148,23 @@ def test_sandbox_shape(inventory: str, host: str, name: str) -> None:
     assert ("SystemCallFilter", "@system-service") in lines
 
 
-def test_the_backup_unit_keeps_postgres_shared_memory() -> None:
-    """It runs as postgres: RemoveIPC would remove the running server's shared memory when it
-    stops (seen in the lab: 'could not open shared memory segment')."""
-    backup = [
-        u
-        for (host, name), u in units("inventory/lab.yml").items()
-        if name.startswith("citadel-pg-backup")
-    ]
-    assert backup and all("RemoveIPC=yes" not in u for u in backup)
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_backup_units_keep_their_servers_ipc_and_never_start_them(inventory: str) -> None:
+    """Each runs as its server's own user: RemoveIPC would remove that user's IPC, the running
+    server's included, when it stops (seen in the lab: PostgreSQL's 'could not open shared memory
+    segment'). Requisite=, not Requires=: a timer run during a restore must not start the server
+    the restore stopped."""
+    backup = {
+        name: u
+        for (host, name), u in units(inventory).items()
+        if name.startswith("citadel-") and name.endswith("-backup.service")
+    }
+    assert "citadel-pg-backup.service" in backup
+    for name, u in backup.items():
+        service = dict(_service(u))
+        assert "RemoveIPC" not in service, name
+        assert service["User"] in ("postgres", "redis", "qdrant"), name
+        assert "Requisite=" in u and "Requires=" not in u, name
     gateway = [
         u
         for (host, name), u in units("inventory/lab.yml").items()
