@@ -99,7 +99,7 @@ def front(gateways: GatewayFactory, cfg: dict[str, Any], workdir: Path) -> Itera
         transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://gw", timeout=15
     )
     try:
-        wait_until(lambda: client.get("/health").status_code == 200, 30, "the gateway's socket")
+        wait_until(lambda: client.get("/health").status_code == 200, 60, "the gateway's socket")
         yield Front(gw, sock, token, client, c["redis"]["url"])
     finally:
         client.close()
@@ -128,6 +128,19 @@ def test_two_ui_users_each_get_their_own_limit(front: Front) -> None:
     assert line["subject"] == f"webui:{alice}" and line["forwarder"] == "webui"
     assert line["status"] == 429 and line["client"] == WEBUI
     assert front.access(r.headers["x-request-id"])["subject"] == f"webui:{bob}"
+
+
+def test_a_request_for_a_model_nobody_serves_spends_the_users_bucket(front: Front) -> None:
+    # what tests/verify/test_gateway.py relies on to exhaust a user's limit without inference
+    alice = _user()
+    headers = {"Authorization": f"Bearer {front.token}", "X-Real-IP": WEBUI, USER: alice}
+    body = dict(CHAT, model="verify-no-such-model")
+    codes = [
+        front.client.post("/v1/chat/completions", json=body, headers=headers).status_code
+        for _ in range(BURST + 1)
+    ]
+    assert codes == [503] * BURST + [429]
+    assert front.chat(_user()).status_code == 200
 
 
 def test_no_user_header_is_the_service_subject(front: Front) -> None:

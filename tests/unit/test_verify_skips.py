@@ -144,6 +144,7 @@ FORBIDDEN = {"skip", "skipif", "importorskip", "xfail"}
 DECLARED_SITES = {
     ("test_gateway", "test_health_names_why_a_service_is_skipped", "declared_skip"),
     ("test_gateway", "test_metrics_are_for_the_monitoring_host_only", "deployed_host"),
+    ("test_gateway", "test_webui_users_each_get_their_own_rate_limit", "deployed_host"),
     ("test_gpu_exporter", "test_prometheus_scrapes_it", "deployed_host"),
     ("test_prometheus", "test_document_query", "declared_skip"),
     ("test_prometheus", "test_document_query", "deployed_host"),

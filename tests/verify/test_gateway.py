@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import uuid
 from typing import Any
 
 import pytest
@@ -210,3 +211,41 @@ def test_metrics_are_for_the_monitoring_host_only(target):
     assert "http_requests_total" in out
     status, _, _ = _curl(_client(target), _url(target, "/metrics"))
     assert status in (401, 403, 404)
+
+
+NO_MODEL = {"model": "verify-no-such-model", "messages": [{"role": "user", "content": "x"}]}
+
+
+def _as_webui(webui: Any, url: str, token: str, user: str, body: Any, count: int) -> list[str]:
+    """``count`` chats as OpenWebUI sends them (its service token, the user's id header) from
+    the webui host, in one shell: the HTTP status of each."""
+    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "--max-time", "60"]
+    args += ["-H", f"Authorization: Bearer {token}", "-H", f"X-OpenWebUI-User-Id: {user}"]
+    args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body), url]
+    curl = " ".join(shlex.quote(a) for a in args)
+    return str(webui.check_output(f"for i in $(seq {count}); do {curl}; done")).split()
+
+
+def test_webui_users_each_get_their_own_rate_limit(target):
+    """Issue 15, point 3: through OpenWebUI's service token, each UI user has the document's
+    chat limit of their own (one exhausted, the other still served), the access log names them,
+    and the token is refused off the webui host."""
+    webui = deployed_host(target.cluster, "webui")
+    on_webui = target.on(webui.name)
+    token = target.secret("webui_gateway_token")
+    url = _url(target, "/v1/chat/completions")
+    run = uuid.uuid4().hex[:8]
+    alice, bob = f"verify-{run}-a", f"verify-{run}-b"
+    burst = target.host.gateway.rate_limits.chat_completions.burst
+    # alice's bucket spent on a model no backend serves: the limiter decides before any
+    # inference, so this costs no model time (503 each, then 429)
+    codes = _as_webui(on_webui, url, token, alice, NO_MODEL, burst + 5)
+    assert "429" in codes and set(codes) <= {"503", "429"}, codes
+    # bob's is untouched: a real chat, served
+    assert _as_webui(on_webui, url, token, bob, CHAT, 1) == ["200"]
+    # the gateway's own host is not the webui: the same token is refused there
+    assert _curl(target, url, token=token, body=CHAT, method="POST")[0] == 401
+    line = shlex.quote(f'"subject":"webui:{bob}"')
+    journal = f"journalctl -u citadel-gateway -o cat --since=-5min | grep -F {line} || true"
+    log = wait_for(lambda: target.check_output(journal), bool, timeout_s=10, interval_s=1)
+    assert '"forwarder":"webui"' in log and f'"client":"{webui.address}"' in log, log
