@@ -19,6 +19,19 @@ from .loopserver import LoopServer
 VALID = b"*4\r\n:1\r\n:9\r\n:0\r\n:1000000\r\n"
 
 
+def split_commands(buf: bytes) -> tuple[list[list[bytes]], bytes]:
+    """The complete commands at the start of ``buf``, and the rest of it."""
+    cmds = []
+    while buf:
+        try:
+            cmd, used = parse(buf)
+        except _Incomplete:
+            break
+        cmds.append(cmd)
+        buf = buf[used:]
+    return cmds, buf
+
+
 @dataclass
 class HostileRedis(LoopServer):
     evalsha: list[bytes] = field(default_factory=lambda: [VALID])
@@ -49,13 +62,8 @@ class HostileRedis(LoopServer):
         buf = b""
         try:
             while data := await reader.read(65536):
-                buf += data
-                while buf:
-                    try:
-                        cmd, used = parse(buf)
-                    except _Incomplete:
-                        break
-                    buf = buf[used:]
+                cmds, buf = split_commands(buf + data)
+                for cmd in cmds:
                     writer.write(self.answer(cmd))
         except (ConnectionError, asyncio.CancelledError):
             pass

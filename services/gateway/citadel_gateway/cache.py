@@ -39,9 +39,11 @@ class ResponseCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value: Any = await self.conn.call("cache_get", lambda c: c.get(key))
+            value: Any = await self.conn.call("cache_get", lambda c: c.call(b"GET", key))
         except RedisUnavailable:
             value = None
+        if value is not None and type(value) is not bytes:
+            value = None  # not what GET answers (a status, a number): a miss, never served
         metrics.CACHE_REQUESTS.labels(result="hit" if value is not None else "miss").inc()
         return value
 
@@ -49,4 +51,6 @@ class ResponseCache:
         if len(value) > self.cfg.max_entry_bytes:
             return
         with contextlib.suppress(RedisUnavailable):
-            await self.conn.call("cache_set", lambda c: c.set(key, value, ex=self.cfg.ttl_s))
+            await self.conn.call(
+                "cache_set", lambda c: c.call(b"SET", key, value, b"EX", self.cfg.ttl_s)
+            )

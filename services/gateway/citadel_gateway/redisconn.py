@@ -1,30 +1,32 @@
-"""One Redis client per gateway state, with short timeouts and a tiny outage breaker.
+"""The gateway's two Redis connections, with short timeouts and a tiny outage breaker.
 
-``client`` (redis-py) serves the cache and health probes; ``fast`` (resp.py) the rate limiter's
-EVALSHA on every request. Both share the breaker below.
+Both are :class:`~citadel_gateway.resp.RespClient` (one pipelined connection each, RESP2):
+``fast`` carries the rate limiter's EVALSHA on every request, ``client`` the cache's GET/SET and
+the health probe's PING. Two connections, so a large cached answer on the wire never delays a
+rate-limit decision, and a timeout on one (which closes it, failing what was in flight) never
+fails the other's commands. Both share the breaker below.
 
-After a Redis error the client is skipped for ``redis.retry_after_failure_s`` seconds, so an
-outage costs one socket timeout per second at most, never one per request.
+After a Redis error Redis is skipped for ``redis.retry_after_failure_s`` seconds, so an outage
+costs one socket timeout per second at most, never one per request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from typing import TypeVar
 
 from . import metrics
 from .config import Redis as RedisCfg
-from .resp import RespClient
+from .resp import MAX_BULK, RespClient
 
 log = logging.getLogger("citadel_gateway.redis")
 T = TypeVar("T")
+
+# The rate limiter's replies are four integers (SCRIPT LOAD: a 40-byte digest): anything
+# larger on that connection is a broken or hostile peer, refused before it is buffered.
+FAST_MAX_REPLY_BYTES = 65536
 
 
 class RedisUnavailable(Exception):
@@ -35,18 +37,9 @@ class RedisConn:
     def __init__(self, cfg: RedisCfg):
         self.cfg = cfg
         timeout = cfg.socket_timeout_ms / 1000
-        self.client = aioredis.Redis.from_url(
-            cfg.url,
-            password=cfg.password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-            decode_responses=False,
-        )
-        # The per-request rate-limit command goes over a lean pipelined connection (resp.py).
-        self.fast = RespClient(cfg.url, cfg.password, timeout)
+        # cached answers: as large as Redis itself stores (cache.max_entry_bytes bounds the SET)
+        self.client = RespClient(cfg.url, cfg.password, timeout, MAX_BULK)
+        self.fast = RespClient(cfg.url, cfg.password, timeout, FAST_MAX_REPLY_BYTES)
         self.down_until = 0.0
         self._last_log = 0.0
 
@@ -54,13 +47,13 @@ class RedisConn:
     def up(self) -> bool:
         return time.monotonic() >= self.down_until
 
-    async def call(self, op: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def call(self, op: str, fn: Callable[[RespClient], Awaitable[T]]) -> T:
         if not self.up:
             metrics.REDIS_ERRORS.labels(op=op).inc()
             raise RedisUnavailable("redis marked down")
         try:
             return await fn(self.client)
-        except Exception as exc:  # RedisError, OSError, TimeoutError ...
+        except Exception as exc:  # RespError, RespConnectionError, OSError ...
             raise self.failed(op, exc) from None
 
     def failed(self, op: str, exc: BaseException) -> RedisUnavailable:
@@ -75,14 +68,10 @@ class RedisConn:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
+            return bool(await self.client.call(b"PING") == b"PONG")
         except Exception:
             return False
 
     async def close(self) -> None:
         self.fast.close()
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # pragma: no cover - convenience
-        return getattr(self.client, name)
+        self.client.close()

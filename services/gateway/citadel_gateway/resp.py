@@ -1,14 +1,18 @@
-"""A lean pipelined Redis connection for the one command on every request's path (EVALSHA).
+"""The gateway's Redis client: one pipelined connection, RESP2, the few commands it sends.
 
-redis-py's asyncio client takes a pooled connection, wraps each read in a timeout context and
-parses replies in Python per command; for one small command per request that is a measurable
-share of the gateway's own time. Here one connection carries every caller's commands as they
+Measured against redis-py's asyncio client, with the hiredis parser, pooled and on a single
+connection (bench/clients.py, bench/RESULTS.md): about half the CPU per command, a third at 32
+callers. redis-py takes a pooled connection, wraps each read in a timeout context and builds
+a response per command in Python; here one connection carries every caller's commands as they
 come (Redis answers in order), replies are matched to a FIFO of futures, and a timeout closes
 the connection (a late reply can no longer be matched), failing what was in flight. The next
 call reconnects.
 
-RESP2 only: what EVALSHA, SCRIPT LOAD, AUTH, SELECT and PING answer (integers, simple strings,
-errors, bulk strings, arrays of those).
+What it reads is what EVALSHA, SCRIPT LOAD, GET, SET, PTTL, AUTH, SELECT and PING answer:
+integers, simple strings, errors, bulk strings and arrays of those. Anything else, or anything
+beyond the bounds below (nesting, array length, a line without its end, a bulk string or a
+buffered reply larger than the client's ``max_reply_bytes``), is a broken connection: closed,
+what was in flight failed, never a hang or a reply handed to the wrong caller.
 """
 
 from __future__ import annotations
@@ -45,49 +49,78 @@ class _Incomplete(Exception):
     pass
 
 
+class Status(bytes):
+    """A simple-string reply (``+OK``, ``+PONG``): equal to its bytes, but never what GET
+    answers, so a cache read can tell a status from a stored value."""
+
+    __slots__ = ()
+
+
 MAX_NESTING = 8  # arrays in arrays: the replies read here nest one level at most
+MAX_ARRAY = 1024  # elements in one array: the replies read here have four at most
+MAX_LINE = 65536  # a type byte's line (an integer, a status, an error) without its CRLF
+MAX_BULK = 512 * 1024 * 1024  # Redis's own largest string (proto-max-bulk-len)
 
 
-def parse(buf: bytes | bytearray, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
-    """One reply starting at ``pos`` -> (value, next position). Raises _Incomplete."""
-    end = buf.find(b"\r\n", pos)
+def _int(line: bytes) -> int:
+    digits = line[1:] if line[:1] == b"-" else line
+    if not digits.isdigit() or len(digits) > 19:  # int() would take " 1", "1_0", "+1"
+        raise RespConnectionError(f"not an integer: {line[:20]!r}")
+    return int(line)
+
+
+def parse(
+    buf: bytes | bytearray, pos: int = 0, depth: int = 0, max_bulk: int = MAX_BULK
+) -> tuple[Any, int]:
+    """One reply starting at ``pos`` -> (value, next position). Raises _Incomplete, or
+    :class:`RespConnectionError` for what no Redis answers to the commands sent here."""
+    end = buf.find(b"\r\n", pos, pos + MAX_LINE)
     if end < 0:
+        if len(buf) - pos >= MAX_LINE:
+            raise RespConnectionError(f"a reply line longer than {MAX_LINE} bytes")
         raise _Incomplete
     kind, line = buf[pos : pos + 1], bytes(buf[pos + 1 : end])
     nxt = end + 2
     if kind == b":":
-        return int(line), nxt
+        return _int(line), nxt
     if kind == b"+":
-        return line, nxt
+        return Status(line), nxt
     if kind == b"-":
         return RespError(line.decode(errors="replace")), nxt
     if kind == b"$":
-        size = int(line)
-        if size < 0:
+        size = _int(line)
+        if size == -1:
             return None, nxt
+        if not 0 <= size <= max_bulk:
+            raise RespConnectionError(f"bulk string of {size} bytes (limit {max_bulk})")
         if len(buf) < nxt + size + 2:
             raise _Incomplete
+        if buf[nxt + size : nxt + size + 2] != b"\r\n":
+            raise RespConnectionError("bulk string without its CRLF")
         return bytes(buf[nxt : nxt + size]), nxt + size + 2
     if kind == b"*":
-        count = int(line)
-        if count < 0:
+        count = _int(line)
+        if count == -1:
             return None, nxt
+        if not 0 <= count <= MAX_ARRAY:
+            raise RespConnectionError(f"array of {count} elements (limit {MAX_ARRAY})")
         if depth >= MAX_NESTING:
             raise RespConnectionError(f"arrays nested deeper than {MAX_NESTING}")
         items = []
         for _ in range(count):
-            item, nxt = parse(buf, nxt, depth + 1)
+            item, nxt = parse(buf, nxt, depth + 1, max_bulk)
             items.append(item)
         return items, nxt
     raise RespConnectionError(f"unexpected reply type {kind!r}")
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, max_reply_bytes: int = MAX_BULK) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.buf = bytearray()
         self.closed = False
+        self.max_reply_bytes = max_reply_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -97,7 +130,7 @@ class _Protocol(asyncio.Protocol):
         pos = 0
         try:
             while pos < len(self.buf):
-                value, pos_next = parse(self.buf, pos)
+                value, pos_next = parse(self.buf, pos, 0, self.max_reply_bytes)
                 pos = pos_next
                 if not self.waiting:  # a reply nobody asked for: the stream is out of step
                     self.abort(RespConnectionError("unexpected reply"))
@@ -109,7 +142,10 @@ class _Protocol(asyncio.Protocol):
                     else:
                         fut.set_result(value)
         except _Incomplete:
-            pass
+            # a reply larger than any allowed one is not waited for (nor buffered) to its end
+            if len(self.buf) - pos > self.max_reply_bytes + MAX_LINE:
+                self.abort(RespConnectionError("bad reply: larger than the client's limit"))
+                return
         except (ValueError, RespConnectionError) as exc:
             self.abort(RespConnectionError(f"bad reply: {exc}"))
             return
@@ -133,9 +169,15 @@ class _Protocol(asyncio.Protocol):
 
 
 class RespClient:
-    """``await client.call(b"EVALSHA", sha, 1, key, ...)``; one connection, pipelined."""
+    """``await client.call(b"EVALSHA", sha, 1, key, ...)``; one connection, pipelined.
 
-    def __init__(self, url: str, password: str | None, timeout_s: float) -> None:
+    ``max_reply_bytes``: the largest bulk string (and buffered reply) accepted; a larger one
+    closes the connection as broken."""
+
+    def __init__(
+        self, url: str, password: str | None, timeout_s: float, max_reply_bytes: int = MAX_BULK
+    ) -> None:
+        self.max_reply_bytes = max_reply_bytes
         parts = urlsplit(url)
         self.unix_path = parts.path if parts.scheme == "unix" else None
         self.host = parts.hostname or "127.0.0.1"
@@ -155,13 +197,17 @@ class RespClient:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+
+        def factory() -> _Protocol:
+            return _Protocol(self.max_reply_bytes)
+
         if self.unix_path is not None:
             _, proto = await asyncio.wait_for(
-                loop.create_unix_connection(_Protocol, self.unix_path), self.timeout_s
+                loop.create_unix_connection(factory, self.unix_path), self.timeout_s
             )
         else:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl),
+                loop.create_connection(factory, self.host, self.port, ssl=self.ssl),
                 self.timeout_s,
             )
         try:
