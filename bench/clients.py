@@ -197,7 +197,6 @@ async def redis_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
 
 async def http_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
     import aiohttp
-    from citadel_gateway.backend_errors import read_capped
     from citadel_gateway.upstream import UpstreamClient
 
     url = f"http://127.0.0.1:{port}/collections/docs/points/search"
@@ -223,6 +222,18 @@ async def http_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
         max_headers=100,
     )
     lib_headers = {"Content-Type": "application/json", "X-Request-ID": "bench-0001"}
+
+    async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+        # the gateway's aiohttp relay read the body so (backend_errors.read_capped, before)
+        if resp.content_length is not None and resp.content_length > limit:
+            raise BenchError("too large")
+        parts, size = [], 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise BenchError("too large")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def library(i: int) -> bytes:
         async with (

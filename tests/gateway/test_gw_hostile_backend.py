@@ -326,3 +326,60 @@ def test_a_vector_database_answer_over_max_response_bytes_is_503(
             headers=token.headers(perms=["vector:search"]),
         )
     assert documented_error(r, 503, "MODEL_UNAVAILABLE")["details"] == {"reason": "too_large"}
+
+
+def search(gw: Gw, token: Tokens) -> httpx.Response:
+    with gw.client() as c:
+        return c.post(
+            "/collections/docs/points/search",
+            json={"vector": [0.1], "limit": 1},
+            headers=token.headers(perms=["vector:search"]),
+        )
+
+
+def test_a_vector_database_interim_response_is_skipped_and_the_answer_relayed(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def interim(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+        w.write(response(b'{"result":[{"id":%d}],"status":"ok"}' % req.index))
+
+    script(interim)
+    r = search(hgw, token)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"][0]["id"] >= 1 and "link" not in r.headers
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"result":',  # cut mid-body
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+    ],
+    ids=["cut", "garbage", "101"],
+)
+def test_a_broken_vector_database_answer_is_503_disconnect(
+    hgw: Gw, token: Tokens, script: Any, wire: bytes
+) -> None:
+    async def broken(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(wire)
+        await w.drain()
+        w.close()
+
+    script(broken)
+    err = documented_error(search(hgw, token), 503, "MODEL_UNAVAILABLE")
+    assert err["details"] == {"reason": "disconnect"}
+
+
+def test_an_extra_vector_database_response_never_answers_the_next_search(
+    hgw: Gw, token: Tokens, script: Any
+) -> None:
+    async def extra(req: Req, w: asyncio.StreamWriter) -> None:
+        w.write(response(b'{"result":"for %d"}' % req.index) + response(b'{"result":"stray"}'))
+
+    script(extra)
+    first, second = search(hgw, token), search(hgw, token)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["result"] != second.json()["result"]
+    assert "stray" not in first.text + second.text

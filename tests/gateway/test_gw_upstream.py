@@ -290,3 +290,53 @@ def test_a_header_value_with_a_line_break_is_refused() -> None:
 
     with pytest.raises(ValueError, match="line break"):
         asyncio.run(go())
+
+
+@pytest.mark.asyncio
+async def test_a_get_has_no_body_and_shares_the_kept_alive_connection() -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            heads.append(head)
+            writer.write(ok(b"up" if head.startswith(b"GET") else body))
+
+    async with serve(handler) as (srv, url):
+        c = client()
+        got = await c.get(url, [(b"Authorization", b"Bearer k")])
+        assert (got.status, await got.read()) == (200, b"up")
+        got.release()
+        posted = await c.post(url, [], b"x")
+        assert await posted.read() == b"x"
+        posted.release()
+        assert srv.connections == 1
+        assert heads[0].startswith(b"GET /v1/chat/completions HTTP/1.1\r\nHost: ")
+        assert b"content-length" not in heads[0].lower() and b"Bearer k" in heads[0]
+        c.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/a b",
+        "http://127.0.0.1:9/a\r\nEvil: 1",
+        "http://127.0.0.1:9/caf\u00e9",
+        "http://127.0.0.1:9/a\x00",
+        "ftp://127.0.0.1/x",
+    ],
+)
+def test_a_url_that_is_no_request_target_is_refused_before_anything_is_sent(url: str) -> None:
+    with pytest.raises(ValueError):
+        client().route(url)
+
+
+def test_the_parsed_url_memo_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from citadel_gateway.upstream import pool
+
+    monkeypatch.setattr(pool, "MAX_ROUTES", 8)
+    c = client()
+    for i in range(50):  # e.g. a collection name per request
+        _, target = c.route(f"http://127.0.0.1:9/collections/c{i}/points/search")
+        assert target == b"/collections/c%d/points/search" % i
+    assert len(c._targets) <= 8 and len(c._origins) == 1

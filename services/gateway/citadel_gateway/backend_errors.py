@@ -17,8 +17,6 @@ import json
 import logging
 import re
 
-import aiohttp
-
 from .errors import GatewayError
 from .upstream import ConnectFailed, Response, TooLarge, UpstreamError
 
@@ -123,20 +121,6 @@ async def error_text(resp: Response) -> bytes:
         return await resp.read(65536)
     except TooLarge:
         return b"(error body larger than 64 KiB)"
-
-
-async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """An aiohttp response's body, at most ``limit`` bytes (else 503, nothing more read)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise too_large_vector()
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise too_large_vector()
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def too_large_vector() -> GatewayError:

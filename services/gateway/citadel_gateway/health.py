@@ -9,10 +9,9 @@ import re
 import time
 from typing import Any
 
-import aiohttp
-
 from .config import HttpProbe, ModelProbe, SimpleProbe, SkippedProbe, TcpProbe
 from .state import State
+from .upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger("citadel_gateway.health")
 
@@ -62,17 +61,34 @@ async def _tcp(host: str, port: int, timeout: float) -> tuple[bool, str | None]:
         return False, type(exc).__name__
 
 
+async def _get(
+    client: UpstreamClient,
+    url: str,
+    timeout: float,
+    limit: int,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[int, bytes]:
+    """(status, body) of a GET, read whole (at most ``limit`` bytes) within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        resp = await client.get(url, headers)
+        try:
+            return resp.status, await resp.read(limit)
+        finally:
+            resp.release()
+
+
 async def _http(
-    session: aiohttp.ClientSession, url: str, timeout: float, headers: dict[str, str] | None = None
+    client: UpstreamClient,
+    url: str,
+    timeout: float,
+    limit: int,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[bool, str | None, float]:
     t0 = time.perf_counter()
     try:
-        async with session.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
-            await resp.read()
-            ok = resp.status < 400
-            return ok, None if ok else f"HTTP {resp.status}", (time.perf_counter() - t0) * 1000
+        status, _ = await _get(client, url, timeout, limit, headers)
+        ok = status < 400
+        return ok, None if ok else f"HTTP {status}", (time.perf_counter() - t0) * 1000
     except Exception as exc:
         return False, type(exc).__name__, (time.perf_counter() - t0) * 1000
 
@@ -87,14 +103,17 @@ def gpu_utilization(exposition: str) -> float | None:
 
 
 async def _gpu_utilization(
-    session: aiohttp.ClientSession, url: str, timeout: float
+    client: UpstreamClient, url: str, timeout: float, limit: int
 ) -> float | None:
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            if resp.status != 200:
-                return None
-            return gpu_utilization(await resp.text())
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        status, body = await _get(client, url, timeout, limit)
+    except (UpstreamError, TimeoutError, ValueError):
+        return None
+    if status != 200:
+        return None
+    try:
+        return gpu_utilization(body.decode("utf-8", "replace"))
+    except ValueError:
         return None
 
 
@@ -109,15 +128,18 @@ class Monitor:
     async def probe_once(self, st: State) -> None:
         cfg = st.cfg
         timeout = cfg.upstream.health_timeout_s
+        limit = cfg.upstream.max_response_bytes
 
         async def backend(b: Any) -> None:
-            headers = {"Authorization": f"Bearer {b.api_key}"} if b.api_key else None
+            headers = [(b"Authorization", b.auth_header)] if b.auth_header else None
             ok, err, ms = await _http(
-                st.session, b.url + cfg.upstream.health_path, timeout, headers
+                st.http, b.url + cfg.upstream.health_path, timeout, limit, headers
             )
             b.set_health(ok, err, round(ms, 2))
             if b.gpu_metrics_url:
-                b.gpu_utilization = await _gpu_utilization(st.session, b.gpu_metrics_url, timeout)
+                b.gpu_utilization = await _gpu_utilization(
+                    st.http, b.gpu_metrics_url, timeout, limit
+                )
 
         await asyncio.gather(*(backend(b) for b in st.backends.values()))
 
@@ -131,7 +153,7 @@ class Monitor:
             if isinstance(probe, SkippedProbe):
                 return name, "skipped", {"reason": probe.reason}
             if isinstance(probe, HttpProbe):
-                ok, err, _ = await _http(st.session, probe.url, cfg.health.timeout_s)
+                ok, err, _ = await _http(st.http, probe.url, cfg.health.timeout_s, limit)
                 return name, "healthy" if ok else "unhealthy", {"error": err}
             assert isinstance(probe, SimpleProbe)
             if probe.probe == "postgres":
@@ -139,9 +161,10 @@ class Monitor:
                 ok, err = await _tcp(cfg.postgres.host, cfg.postgres.port, cfg.health.timeout_s)
             elif probe.probe == "qdrant":
                 assert cfg.qdrant is not None
-                headers = {"api-key": cfg.qdrant.api_key} if cfg.qdrant.api_key else None
+                key = cfg.qdrant.api_key
+                headers = [(b"api-key", key.encode())] if key else None
                 ok, err, _ = await _http(
-                    st.session, cfg.qdrant.url + "/healthz", cfg.health.timeout_s, headers
+                    st.http, cfg.qdrant.url + "/healthz", cfg.health.timeout_s, limit, headers
                 )
             else:
                 try:

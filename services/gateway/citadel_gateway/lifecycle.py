@@ -92,6 +92,7 @@ class Runtime:
         if self._state is not None:
             await self._state.redis.close()
             self._state.upstream.close()
+            self._state.http.close()
             await self._state.session.close()
 
     def _on_sighup(self) -> None:

@@ -1,6 +1,7 @@
 """The call to a model's backends: a retry over the pool within the model's deadline, the
 response streamed through or read whole, shaped (model name, performance, embeddings format)
-and cached. Vector searches go to Qdrant, once."""
+and cached. Vector searches go to Qdrant, once (``State.http``: the same HTTP/1.1 client, its
+own pool and in-flight limit)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
-
 from . import backend_errors, metrics
 from .asgi import Ctx
 from .backends import BackendState
 from .errors import GatewayError, invalid
 from .jsoncodec import BadJSON, dumps, loads
 from .state import State
-from .upstream import Response, UpstreamError
+from .upstream import ConnectFailed, Response, TooLarge, UpstreamError
 from .validation import is_int
 
 _NS_URL = uuid.NAMESPACE_URL.bytes
@@ -224,24 +223,28 @@ async def search_vectors(st: State, ctx: Ctx, raw: bytes) -> bytes:
     """Relay a vector search to Qdrant (``st.cfg.qdrant``, set); its answer, or the error."""
     q = st.cfg.qdrant
     assert q is not None
-    hdrs = {"Content-Type": "application/json", "X-Request-ID": ctx.request_id}
+    hdrs = [(b"Content-Type", b"application/json"), (b"X-Request-ID", ctx.request_id.encode())]
     if q.api_key:
-        hdrs["api-key"] = q.api_key
+        hdrs.append((b"api-key", q.api_key.encode()))
     t_up = time.perf_counter()
     try:
         async with asyncio.timeout(q.timeout_s):
-            async with st.session.post(
-                q.url + ctx.scope["path"], data=raw, headers=hdrs, allow_redirects=False
-            ) as resp:
-                data = await backend_errors.read_capped(resp, st.cfg.upstream.max_response_bytes)
-                status = resp.status
+            resp = await st.http.post(q.url + ctx.scope["path"], hdrs, raw)
+            try:
+                data = await resp.read(st.cfg.upstream.max_response_bytes)
+            finally:
+                resp.release()
+            status = resp.status
     except TimeoutError:
         raise GatewayError(
             "TIMEOUT", f"Vector database did not answer within {q.timeout_s:g}s"
         ) from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except TooLarge:
+        raise backend_errors.too_large_vector() from None
+    except UpstreamError as exc:
+        reason = "connect" if isinstance(exc, ConnectFailed) else "disconnect"
         raise GatewayError(
-            "MODEL_UNAVAILABLE", "Vector database unreachable", {"reason": type(exc).__name__}
+            "MODEL_UNAVAILABLE", "Vector database unreachable", {"reason": reason}
         ) from None
     finally:
         ctx.upstream_s = time.perf_counter() - t_up

@@ -8,10 +8,20 @@ import aiohttp
 from .auth import Authenticator
 from .backends import BackendState, Pool
 from .cache import ResponseCache
-from .config import GatewayConfig
+from .config import GatewayConfig, Upstream
 from .ratelimit import RateLimiter
 from .redisconn import RedisConn
 from .upstream import UpstreamClient
+
+
+def _http_client(up: Upstream) -> UpstreamClient:
+    return UpstreamClient(
+        max_connections=up.max_connections,
+        connect_timeout_s=up.connect_timeout_s,
+        keepalive_s=up.keepalive_s,
+        max_header_bytes=up.max_response_header_bytes,
+        max_headers=up.max_response_headers,
+    )
 
 
 class State:
@@ -22,19 +32,17 @@ class State:
         previous: State | None = None,
     ):
         self.cfg = cfg
-        self.session = session  # JWKS, health probes, Qdrant: off the per-request hot path
+        self.session = session  # aiohttp: the JWKS fetch only (auth.py)
         up = cfg.upstream
+        # Two pools of the one HTTP/1.1 client: the model backends (every request), and the
+        # rest (Qdrant searches, health probes), so a saturated model pool never starves a
+        # health probe into marking healthy backends down, nor searches the models.
         self.upstream: UpstreamClient
+        self.http: UpstreamClient
         if previous is not None and previous.cfg.upstream == up:
-            self.upstream = previous.upstream
+            self.upstream, self.http = previous.upstream, previous.http
         else:
-            self.upstream = UpstreamClient(
-                max_connections=up.max_connections,
-                connect_timeout_s=up.connect_timeout_s,
-                keepalive_s=up.keepalive_s,
-                max_header_bytes=up.max_response_header_bytes,
-                max_headers=up.max_response_headers,
-            )
+            self.upstream, self.http = _http_client(up), _http_client(up)
         self.redis: RedisConn
         if previous is not None and previous.cfg.redis == cfg.redis:
             self.redis = previous.redis
@@ -70,3 +78,4 @@ class State:
             await self.redis.close()
         if self.upstream is not new.upstream:
             self.upstream.close()  # idle connections only; requests in flight finish
+            self.http.close()

@@ -13,6 +13,8 @@ from .connection import Connection
 from .errors import ConnectFailed, Disconnected, StaleConnection
 from .response import Response
 
+MAX_ROUTES = 4096  # parsed URLs remembered; past that the memo starts over
+
 
 def _check_header(value: bytes) -> bytes:
     if b"\r" in value or b"\n" in value:
@@ -154,6 +156,10 @@ class UpstreamClient:
         if origin is None:
             origin = self._origins[key] = Origin(self, parts.scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not target.isascii() or any(c <= " " or c == "\x7f" for c in target):
+            raise ValueError(f"not a request target: {target[:80]!r}")
+        if len(self._targets) >= MAX_ROUTES:  # URLs built from requests (collection names)
+            self._targets.clear()
         hit = self._targets[url] = (origin, target.encode())
         return hit
 
