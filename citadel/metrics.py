@@ -49,7 +49,8 @@ EMITTED: dict[str, frozenset[str]] = {
     "node_exporter": frozenset(
         {
             "node_cpu_seconds_total",
-            # the textfile collector: citadel-pg-backup's freshness
+            # the textfile collector: the backups' freshness (kind: postgres_base, redis_rdb,
+            # qdrant_snapshot; citadel.model.backup)
             "citadel_backup_last_success_timestamp_seconds",
             "node_load1",
             "node_memory_MemAvailable_bytes",

@@ -1,6 +1,7 @@
 """Qdrant from its pinned release artifact: fetched once to the controller cache (sha256-checked,
 mirror-overridable), pushed to the host, run by systemd as the `qdrant` user; the model's
-collections created through the HTTP API only when missing.
+collections created through the HTTP API only when missing; collection snapshots on a timer
+(qdrant.backup: the first one right after the first converge) and citadel-qdrant-restore.
 
 Where the artifact cannot be had, `ArtifactUnavailable` is raised before any operation: the deploy
 stops for Qdrant alone with one line naming the artifact and the source tried.
@@ -20,6 +21,7 @@ from pyinfra.operations.util import any_changed
 from citadel.artifacts import ensure_cached, pinned
 from citadel.components import qdrant as model
 from citadel.components.qdrant import Config
+from deploys import _backup as backup
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
@@ -89,7 +91,7 @@ def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 def activate(
     ctx: DeployContext, cfg: Config, binary: list[OperationMeta], changed: list[OperationMeta]
 ) -> None:
-    config, _header, unit = changed
+    config, _header, unit = changed[:3]
     systemd.daemon_reload(name="Reload systemd units (qdrant)", _if=unit.did_change)
     systemd.service(
         name="Restart qdrant (binary, config or unit changed)",
@@ -114,6 +116,21 @@ def activate(
         )
 
 
+@deploy("qdrant: backup")
+def backup_timer(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+    """Snapshots on qdrant.backup.schedule (citadel-qdrant-backup), the first one right away."""
+    if not cfg.backup.enabled:
+        return
+    by_dest = {f.spec.dest: op for f, op in zip(ctx.files("qdrant"), changed, strict=True)}
+    backup.directory("qdrant", cfg.backup.target, model.USER)
+    backup.timer(
+        model.BACKUP, [by_dest[model.BACKUP.service_file], by_dest[model.BACKUP.timer_file]]
+    )
+    backup.first_backup("qdrant", model.BACKUP, cfg.backup)
+
+
 def apply(ctx: DeployContext, cfg: Config) -> None:
     binary = install(ctx, cfg)
-    activate(ctx, cfg, binary, configure(ctx, cfg))
+    changed = configure(ctx, cfg)
+    activate(ctx, cfg, binary, changed)
+    backup_timer(ctx, cfg, changed)

@@ -1,13 +1,37 @@
 """Redis: Debian's package, redis.conf from the model (validated by redis-server itself before it
-goes live), restarted only when the config changed."""
+goes live), restarted only when the config changed; RDB snapshots on a timer (redis.backup: the
+first one right after the first converge) and /usr/local/sbin/citadel-redis-restore.
+
+The backup's files (scripts, settings, password file, units) are read by no running server: a
+change to them restarts nothing (their FileSpec.on_change is "none")."""
 
 from __future__ import annotations
 
-from citadel.components.redis import Config
-from deploys._service import apt_service
+from pyinfra.api.operation import OperationMeta
 
-SERVICE = "redis-server"
+from citadel.components import redis as model
+from citadel.components.redis import Config
+from deploys import _backup as backup
+from deploys._context import DeployContext
+from deploys._files import changes
+from deploys._service import apt_service, restart_on_change
+
+SERVICE = model.SERVICE
+
+
+def _activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
+    rendered = ctx.files("redis")
+    restart_on_change(SERVICE, changes(rendered, changed).restart)
+    if cfg.backup.enabled:
+        by_dest = {f.spec.dest: op for f, op in zip(rendered, changed, strict=True)}
+        backup.directory("redis", cfg.backup.target, model.OS_USER)
+        backup.timer(
+            model.BACKUP,
+            [by_dest[model.BACKUP.service_file], by_dest[model.BACKUP.timer_file]],
+        )
+        backup.first_backup("redis", model.BACKUP, cfg.backup)
+
 
 install, configure, activate, apply = apt_service(
-    "redis", Config, SERVICE, [SERVICE, "redis-tools"]
+    "redis", Config, SERVICE, [SERVICE, "redis-tools"], activate=_activate
 )

@@ -1,4 +1,5 @@
-"""Qdrant vector database from its pinned release artifact (pins.yml, sha256, controller cache).
+"""Qdrant vector database from its pinned release artifact (pins.yml, sha256, controller cache);
+collection snapshots through its API on a timer (qdrant.backup) and a restore command.
 
 Pure model code: files, install paths, the extract command, and the collection plan; the deploy
 (deploys/qdrant.py) fetches the artifact through citadel.artifacts and runs the operations.
@@ -8,11 +9,20 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from citadel.components.prometheus import QDRANT_KEY_FILE
+from citadel.model.backup import (
+    LAST_SUCCESS,
+    BackupSettings,
+    Calendar,
+    Target,
+    Unit,
+    textfile_directory,
+    unit_files,
+)
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
@@ -28,12 +38,48 @@ UNIT = "/etc/systemd/system/qdrant.service"
 BINARY_LINK = "/usr/local/bin/qdrant"
 SERVICE = "qdrant"
 
+# Snapshots (qdrant.backup): the scripts, their settings, the systemd units. The API key reaches
+# the backup as the unit's credential (the header file, root 0600), never a command line.
+BACKUP_ENV = "/etc/citadel/qdrant/backup.env"
+BACKUP_SCRIPT = "/usr/local/sbin/citadel-qdrant-backup"
+RESTORE_SCRIPT = "/usr/local/sbin/citadel-qdrant-restore"
+SNAPSHOTS_TEMPLATE = "qdrant/citadel-qdrant-snapshots.py.j2"
+METRIC_FILE = "citadel_backup_qdrant.prom"
+KEY_CREDENTIAL = "api_key_header"
+BACKUP = Unit(
+    name="citadel-qdrant-backup",
+    script=BACKUP_SCRIPT,
+    user=USER,
+    server=SERVICE,
+    description="Qdrant collection snapshots (through its API), their checks and retention",
+    setting="qdrant.backup.schedule",
+    families="AF_UNIX AF_INET AF_INET6",
+    credentials=((KEY_CREDENTIAL, API_KEY_HEADER),),
+)
+# A Python script's syntax, checked by the host's python3 before it goes live.
+PYTHON_SYNTAX = "python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' {path}"
+
 
 class Collection(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     # The vector size: left out, the embeddings model's dimension (citadel.model.cluster).
     size: int = Field(default=4096, ge=1, le=65536)
     distance: Literal["Cosine", "Euclid", "Dot", "Manhattan"] = "Cosine"
+
+
+class Backup(BackupSettings):
+    """Every collection's snapshot (POST /collections/{name}/snapshots), downloaded under
+    `target` (<UTC stamp>/<collection>.snapshot + .sha256) and checked against the size and
+    sha256 Qdrant reports, then deleted on the server; the newest `keep_snapshots` kept."""
+
+    DATA_DIRS: ClassVar[tuple[str, ...]] = (HOME,)
+    KIND: ClassVar[str] = "qdrant_snapshot"
+    ALERT: ClassVar[str] = "QdrantBackupStale"
+    WHAT: ClassVar[str] = "Qdrant snapshot"
+
+    target: Target = "/var/backups/citadel/qdrant"
+    schedule: Calendar = "*-*-* 03:00:00"
+    keep_snapshots: int = Field(default=7, ge=1, le=365)
 
 
 class Config(ComponentConfig):
@@ -45,6 +91,7 @@ class Config(ComponentConfig):
     collections: list[Collection] = Field(default_factory=list)
     allowed_clients: list[str] = Field(default_factory=lambda: ["gateway"])
     max_open_files: int = Field(default=65536, ge=1024)
+    backup: Backup = Backup()
 
     def ports(self) -> list[Port]:
         clients = (*self.allowed_clients, "monitoring")
@@ -187,6 +234,39 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             secret=True,
         ),
         FileSpec(dest=UNIT, template="qdrant/qdrant.service.j2"),
+        *backup_files(view, cfg),
+    ]
+
+
+def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
+    """The snapshot and restore scripts (one Python program, two names), their settings and the
+    timer. qdrant reads none of them: a change restarts nothing (on_change "none")."""
+    if not cfg.backup.enabled:
+        return []
+    common = {"env_file": BACKUP_ENV, "last_success": LAST_SUCCESS, "metric_file": METRIC_FILE}
+    return [
+        FileSpec(
+            dest=BACKUP_ENV,
+            template="qdrant/backup.env.j2",
+            on_change="none",
+            extra={
+                "url": base_url(str(view.host.address), cfg),
+                "key_file": API_KEY_HEADER,
+                "textfile_dir": textfile_directory(view),
+            },
+        ),
+        *(
+            FileSpec(
+                dest=dest,
+                template=SNAPSHOTS_TEMPLATE,
+                mode="0755",
+                validate=PYTHON_SYNTAX,
+                on_change="none",
+                extra={**common, "program": dest.rsplit("/", 1)[1], "credential": KEY_CREDENTIAL},
+            )
+            for dest in (BACKUP_SCRIPT, RESTORE_SCRIPT)
+        ),
+        *unit_files(BACKUP, cfg.backup),
     ]
 
 

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from citadel.cli import lab_hosts
-from citadel.components import postgres
+from citadel.components import postgres, redis
 from citadel.converge import plan_by_host, run_pyinfra
 from citadel.lab import LabConfig, LabHost, lab_paths
 from citadel.lab import ops as lab_ops
@@ -252,6 +252,49 @@ def test_point_in_time_restore_on_the_data_host_is_exact_to_the_row() -> None:
     record("restore_drill_restore_s", restore_s)
     report = converge(limit=["data"])  # the restored host converges like any other
     assert report["results"]["failed_hosts"] == [], failed_ops(report)
+
+
+def redis_on_data(commands: str) -> str:
+    """Commands piped into redis-cli on the data host; the password from its root-only file as
+    REDISCLI_AUTH, never on a command line."""
+    cfg = load_cluster(INVENTORY).cluster.host("data").redis
+    assert cfg is not None
+    return on_data(
+        f"REDISCLI_AUTH=$(cat {redis.PASSWORD_FILE}) && export REDISCLI_AUTH && "
+        f"printf %s {shlex.quote(commands)} | redis-cli --no-raw -h 127.0.0.1 -p {cfg.port}"
+    )
+
+
+def test_redis_snapshot_restore_on_the_data_host_is_exact_to_the_key() -> None:
+    """Keys A, a snapshot through citadel-redis-backup.service (as the timer runs it), keys B and
+    a changed A key, citadel-redis-restore of that snapshot: exactly A."""
+    cfg = load_cluster(INVENTORY).cluster.host("data").redis
+    assert cfg is not None and cfg.backup.enabled
+    names = [f"e2e:redis-drill:{i}" for i in range(1, 151)]
+    redis_on_data("".join(f"SET {n} A{i}\n" for i, n in enumerate(names[:100], 1)))
+    t0 = time.monotonic()
+    on_data(f"systemctl start {redis.BACKUP.name}.service")  # what the timer runs
+    backup_s = time.monotonic() - t0
+    snapshot = on_data(f"ls -1 {cfg.backup.target}/*.rdb | sort | tail -n 1")
+    redis_on_data(
+        "".join(f"SET {n} B{i}\n" for i, n in enumerate(names[100:], 101))
+        + f"SET {names[0]} changed\n"
+    )
+    t1 = time.monotonic()
+    out = on_data(f"{redis.RESTORE_SCRIPT} {shlex.quote(snapshot)}")
+    restore_s = time.monotonic() - t1
+    assert "restored" in out, out
+
+    got = redis_on_data(f"MGET {' '.join(names)}\n").splitlines()
+    assert len(got) == 150, got
+    assert all(f'"A{i}"' in line for i, line in enumerate(got[:100], 1)), got[:100]
+    assert all("(nil)" in line for line in got[100:]), got[100:]
+    assert on_data("systemctl is-active redis-server") == "active"
+    redis_on_data(f"DEL {' '.join(names)}\n")
+    on_data("rm -f /var/lib/redis/*.before-restore-*")
+    on_data(f"systemctl start {redis.BACKUP.name}.service")  # one of the data as it is now
+    record("redis_restore_drill_backup_s", backup_s)
+    record("redis_restore_drill_restore_s", restore_s)
 
 
 ROLLING = Path("inventory/.e2e-rolling.yml")

@@ -17,7 +17,6 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backup_drill import free_port, write_pointed
 from pydantic import ValidationError
 
 from citadel.components import postgres
@@ -171,12 +171,6 @@ def test_archive_wal_copies_atomically_and_never_overwrites(lab: Cluster, tmp_pa
 # -- the drill against a real PostgreSQL -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster15:
     """A throw-away PostgreSQL cluster in `root`, socket only, owned by OS_USER."""
 
@@ -259,16 +253,7 @@ def install_rendered(lab: Cluster, root: Path, port: int, keep: int) -> dict[str
         "TEXTFILE_DIR": str(root / "textfile"),
         "RESTORE_TIMEOUT_S": "120",
     }
-    lines = []
-    for line in f[postgres.BACKUP_ENV].content.splitlines():
-        key = line.split("=", 1)[0]
-        if not line.startswith("#") and "=" in line and key in local:
-            line = f"{key}={local.pop(key)}"
-        lines.append(line)
-    assert not local, f"backup.env lacks {sorted(local)}"
-    env = root / "backup.env"
-    env.write_text("\n".join(lines) + "\n")
-    paths["env"] = env
+    paths["env"] = write_pointed(f[postgres.BACKUP_ENV].content, local, root / "backup.env")
     # The conf lines the host gets: archive_mode (restart file), the 20-citadel.conf fragment
     # with its archive_command, the archive script at its path here.
     restart = f[f"{postgres.conf_dir(cfg)}/conf.d/10-citadel-restart.conf"].content

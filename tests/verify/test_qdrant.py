@@ -4,6 +4,10 @@ test here is reported skipped with that reason (tests/verify/conftest.py); nowhe
 
 The key is read on the host from /etc/qdrant/api-key.header (curl -H @file), never passed in a
 command line.
+
+Snapshots (qdrant.backup): the timer is enabled, its unit sandboxed and its last run a success;
+the newest backup holds a snapshot of each of the model's collections matching its .sha256, it is
+fresher than stale_after_hours, its metric is exported, and the server kept no copy.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import shlex
 
 from citadel.components import qdrant
+from tests.verify import backups
 
 COMPONENT = "qdrant"
 
@@ -116,3 +121,30 @@ def test_document_search_with_payload_filter(target):
     )
     assert status == 200, body
     assert [p["payload"]["category"] for p in body["result"]] == ["technology"]
+
+
+def test_the_backup_timer_is_enabled_and_its_unit_sandboxed(target):
+    if not target.host.qdrant.backup.enabled:
+        return
+    backups.assert_timer_and_last_run(target, qdrant.BACKUP, "qdrant_api_key")
+
+
+def test_a_backup_of_every_collection_exists_and_is_fresh(target):
+    cfg = target.host.qdrant
+    b = cfg.backup
+    if not b.enabled:
+        return
+    stamps = target.infra.check_output(
+        f"find {b.target} -mindepth 1 -maxdepth 1 -type d -regextype posix-extended "
+        f"-regex '.*/[0-9]{{8}}T[0-9]{{6}}Z' -printf '%f\\n' | sort"
+    ).split()
+    assert stamps and len(stamps) <= b.keep_snapshots, stamps
+    newest = f"{b.target}/{stamps[-1]}"
+    for c in cfg.collections:
+        check = target.infra.run(f"cd {newest} && sha256sum -c {c.name}.snapshot.sha256")
+        assert check.rc == 0, check.stdout + check.stderr
+    backups.assert_fresh(target, b, qdrant.METRIC_FILE)
+    # The server deleted its copies once downloaded.
+    for c in cfg.collections:
+        status, body = curl(target, "GET", f"/collections/{c.name}/snapshots")
+        assert status == 200 and body["result"] == [], body

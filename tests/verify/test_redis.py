@@ -2,9 +2,16 @@
 persistence as the model says; bound to the host's address and loopback only.
 
 The password goes to redis-cli on stdin (REDISCLI_AUTH), never on a command line.
+
+Snapshots (redis.backup): the timer is enabled, its unit sandboxed and its last run a success,
+the newest snapshot passes redis-check-rdb and is fresher than stale_after_hours, the freshness
+metric is in node_exporter's textfile directory, and the password is in no unit setting.
 """
 
 from __future__ import annotations
+
+from citadel.components import redis
+from tests.verify import backups
 
 COMPONENT = "redis"
 
@@ -103,3 +110,28 @@ def test_data_survives_restart(target):
         if "kept" in out:
             break
     assert '"kept"' in out
+
+
+def test_the_backup_timer_is_enabled_and_its_unit_sandboxed(target):
+    """Snapshots run on redis.backup.schedule (Persistent: a missed run starts at boot)."""
+    if not target.host.redis.backup.enabled:
+        return
+    backups.assert_timer_and_last_run(target, redis.BACKUP, "redis_password")
+    password = target.infra.file(redis.PASSWORD_FILE)
+    assert password.mode == 0o600 and password.user == "root"
+
+
+def test_a_snapshot_exists_is_sound_and_fresh(target):
+    b = target.host.redis.backup
+    if not b.enabled:
+        return
+    names = target.infra.check_output(
+        f"find {b.target} -maxdepth 1 -name '*.rdb' -printf '%f\\n' | sort"
+    ).split()
+    assert names and len(names) <= b.keep_snapshots, f"snapshots in {b.target}: {names}"
+    newest = f"{b.target}/{names[-1]}"
+    assert target.infra.file(newest).user == redis.OS_USER
+    check = target.infra.run(f"redis-check-rdb {newest}")
+    assert check.rc == 0 and "RDB looks OK" in check.stdout + check.stderr, check.stderr
+    backups.assert_fresh(target, b, redis.METRIC_FILE)
+    assert target.infra.file(redis.RESTORE_SCRIPT).mode == 0o755
