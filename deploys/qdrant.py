@@ -24,7 +24,7 @@ from citadel.components.qdrant import Config
 from deploys import _backup as backup
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._files import changes, put_files
 
 
 class QdrantCollections(FactBase[dict[str, Any]]):
@@ -121,11 +121,9 @@ def backup_timer(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) 
     """Snapshots on qdrant.backup.schedule (citadel-qdrant-backup), the first one right away."""
     if not cfg.backup.enabled:
         return
-    by_dest = {f.spec.dest: op for f, op in zip(ctx.files("qdrant"), changed, strict=True)}
     backup.directory("qdrant", cfg.backup.target, model.USER)
-    backup.timer(
-        model.BACKUP, [by_dest[model.BACKUP.service_file], by_dest[model.BACKUP.timer_file]]
-    )
+    # The backup's files are qdrant's "none" files: systemd re-reads its units when one changed.
+    backup.timer(model.BACKUP, changes(ctx.files("qdrant"), changed).none)
     backup.first_backup("qdrant", model.BACKUP, cfg.backup)
 
 

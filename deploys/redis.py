@@ -20,15 +20,12 @@ SERVICE = model.SERVICE
 
 
 def _activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    rendered = ctx.files("redis")
-    restart_on_change(SERVICE, changes(rendered, changed).restart)
+    grouped = changes(ctx.files("redis"), changed)
+    restart_on_change(SERVICE, grouped.restart)
     if cfg.backup.enabled:
-        by_dest = {f.spec.dest: op for f, op in zip(rendered, changed, strict=True)}
         backup.directory("redis", cfg.backup.target, model.OS_USER)
-        backup.timer(
-            model.BACKUP,
-            [by_dest[model.BACKUP.service_file], by_dest[model.BACKUP.timer_file]],
-        )
+        # The backup's files are its "none" files: systemd re-reads its units when one changed.
+        backup.timer(model.BACKUP, grouped.none)
         backup.first_backup("redis", model.BACKUP, cfg.backup)
 
 
