@@ -381,7 +381,7 @@ def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
         for loop in loops:
             loop.join()
     record("rolling_requests", len(statuses))
-    assert applied.returncode == 0, applied.stdout + applied.stderr[-3000:]
+    assert applied.returncode == 0, applied.stdout[-8000:] + applied.stderr[-3000:]
     report = json.loads(Path("reports/e2e-rolling-2.json").read_text())
     restarted = {h for h, r in report["hosts"].items() if r["changed"]}
     assert {"llm-chat", "llm-chat2"} <= restarted
