@@ -220,7 +220,7 @@ class Drill:
             "bind": "127.0.0.1",
             "port": str(port),
             "dir": str(self.data),
-            "pidfile": str(root / "redis.pid"),
+            "pidfile": str(self.data / "redis.pid"),  # the server's own directory
             "logfile": str(root / "redis.log"),
         }
         lines = []
@@ -332,7 +332,7 @@ def drill_root() -> Iterator[Path]:
     try:
         yield root
     finally:
-        pid = root / "redis.pid"
+        pid = root / "data" / "redis.pid"
         if pid.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid.read_text().strip()), 9)
