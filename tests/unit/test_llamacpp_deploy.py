@@ -180,7 +180,7 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
     wait = run.op("Wait until /v1/models lists llama-3-embeddings")
     assert restart.conditional and wait.conditional
     assert not run.op("Run llama-cpp").conditional
-    assert "seq 1 120" in wait.text()
+    assert "-lt 120 ]" in wait.text()
     assert "http://10.210.10.31:11434/v1/models" in wait.text()
     order = [
         "pip install",

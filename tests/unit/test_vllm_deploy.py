@@ -139,7 +139,7 @@ def test_cold_converge_commands(distro: str, artifacts: dict) -> None:
     assert [run.index(o) for o in order] == sorted(run.index(o) for o in order)
     wait = run.op("Wait until /health")
     assert wait.conditional and run.op("Restart vllm").conditional
-    assert "seq 1 900" in wait.text()
+    assert "-lt 900 ]" in wait.text()
     assert "http://192.168.10.28:8000/health -o /dev/null" in wait.text()
 
 
