@@ -26,13 +26,15 @@ validate: install
 	$(VENV)/bin/citadel validate -i inventory/lab.yml
 
 ## Benchmarks (bench/RESULTS.md): installs what they need (bench/install.sh: wrk and the other
-## tools from Debian, as root), then bench/gateway.py and bench/converge.py (root: a bench lab of
-## its own). A missing tool or a run without a successful request stops with one line, exit 1.
+## tools from Debian, as root), then bench/gateway.py, bench/clients.py (the gateway's own Redis
+## and HTTP clients against the libraries) and bench/converge.py (root: a bench lab of its own).
+## A missing tool or a run without a successful request stops with one line, exit 1.
 BENCH_GATEWAY_ARGS ?=
 BENCH_CONVERGE_ARGS ?=
 bench: install
 	bench/install.sh
 	$(VENV)/bin/python bench/gateway.py $(BENCH_GATEWAY_ARGS)
+	$(VENV)/bin/python bench/clients.py
 	$(VENV)/bin/python bench/converge.py $(BENCH_CONVERGE_ARGS)
 
 lint: install

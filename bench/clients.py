@@ -4,10 +4,11 @@
 
 Redis: ``citadel_gateway.resp`` (one pipelined connection) against redis-py's asyncio client with
 the hiredis parser (a pool, and ``single_connection_client``) and, for reference, redis-py's own
-Python parser (today's cache client), on the gateway's real commands: the rate limiter's GCRA
-``EVALSHA`` and the cache's ``GET`` (a hit, 2 KiB) and ``SET ... EX``. HTTP/1.1: the gateway's
-``upstream`` client against aiohttp (configured as the gateway configures it) for the collection
-search relay: a 4 KiB JSON POST, a 4 KiB JSON answer read whole with the size cap.
+Python parser (the cache's client before it moved to resp.py), on the gateway's real commands:
+the rate limiter's GCRA ``EVALSHA`` and the cache's ``GET`` (a hit, 2 KiB) and ``SET ... EX``.
+HTTP/1.1: the gateway's ``upstream`` client against aiohttp (configured as the gateway configured
+it) for the collection search relay: a 4 KiB JSON POST, a 4 KiB JSON answer read whole with the
+size cap.
 
 Everything on loopback: a fresh ``redis-server`` (no persistence) and a fake Qdrant (uvloop +
 httptools, fixed answer, keep-alive) pinned to CPU 0, the clients in this process (uvloop, as
@@ -49,6 +50,9 @@ PINS = ("redis==8.1.0", "hiredis==3.5.0")
 OUT = ROOT / "bench" / "out"
 CPU_SERVERS, CPU_CLIENT = "0", 1
 CONCURRENCY = 32
+# Both clients' per-command timeout: far above any loopback answer, so that a loaded machine
+# (other tenants of a shared VM) slows a run down instead of failing it.
+TIMEOUT_S = 5.0
 
 Op = Callable[[int], Awaitable[Any]]
 
@@ -148,7 +152,7 @@ async def redis_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
     value = b"v" * 2048
     interval, burst = 1, 1_000_000  # always room: the script's SET path runs every time
     url = f"redis://127.0.0.1:{port}/0"
-    fast = RespClient(url, None, 1.0)
+    fast = RespClient(url, None, TIMEOUT_S)
     await fast.call(b"SCRIPT", b"LOAD", GCRA_LUA)
     await fast.call(b"SET", b"bench:hit", value)
 
@@ -156,8 +160,8 @@ async def redis_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
         # as citadel_gateway.redisconn configures redis-py
         return aioredis.Redis.from_url(
             url,
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
@@ -205,7 +209,7 @@ async def http_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
     up_headers = [(b"Content-Type", b"application/json"), (b"X-Request-ID", b"bench-0001")]
 
     async def ours(i: int) -> bytes:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(TIMEOUT_S):
             resp = await up.post(url, up_headers, SEARCH_BODY)
             try:
                 return await resp.read(limit)
@@ -237,7 +241,7 @@ async def http_clients(port: int) -> dict[str, tuple[Any, dict[str, Op]]]:
 
     async def library(i: int) -> bytes:
         async with (
-            asyncio.timeout(10),
+            asyncio.timeout(TIMEOUT_S),
             session.post(url, data=SEARCH_BODY, headers=lib_headers, allow_redirects=False) as r,
         ):
             return await read_capped(r, limit)
@@ -254,7 +258,10 @@ async def run_once(op: Op, ops: int, concurrency: int, check: Callable[[Any], bo
     async def worker(start: int, n: int) -> None:
         for i in range(start, start + n):
             t = time.perf_counter()
-            reply = await op(i)
+            try:
+                reply = await op(i)
+            except Exception as exc:
+                raise BenchError(f"an operation failed: {type(exc).__name__}: {exc}") from None
             lat.append(time.perf_counter() - t)
             if not check(reply):
                 raise BenchError(f"unexpected reply {reply!r:.80}")
