@@ -303,6 +303,44 @@ def ensure_wheel(
             shutil.rmtree(build, ignore_errors=True)
 
 
+def pip_environment(
+    extra_index_urls: Sequence[str] = (),
+    find_links: Sequence[str] = (),
+    *,
+    only_binary: bool = True,
+) -> dict[str, str]:
+    """The controller pip's settings for one component (pip reads PIP_* from the environment):
+    where it finds what PyPI lacks (e.g. PyTorch's CPU index), binary wheels only unless told."""
+    env = {"PIP_ONLY_BINARY": ":all:"} if only_binary else {}
+    if extra_index_urls:
+        env["PIP_EXTRA_INDEX_URL"] = " ".join(extra_index_urls)
+    if find_links:
+        env["PIP_FIND_LINKS"] = " ".join(find_links)
+    return env
+
+
+def is_pure(wheel: Path) -> bool:
+    """A wheel any Python 3 on any platform installs (``py3-none-any``)."""
+    _python, abi, platform_tag = wheel.stem.rsplit("-", 3)[-3:]
+    return abi == "none" and platform_tag == "any"
+
+
+def ensure_pure_wheel(
+    requirement: str, env: Mapping[str, str] | None = None, *, cache: Path | None = None
+) -> Path:
+    """A wheel built here once from a dependency PyPI ships only as source (``pip wheel``), for
+    hosts that install offline and binary-only. It must come out pure Python: a wheel compiled
+    here would carry this machine's interpreter and C library, not the hosts'."""
+    wheel = ensure_wheel(requirement, env, cache=cache)
+    if not is_pure(wheel):
+        raise ArtifactError(
+            f"{requirement}: built {wheel.name}, not a pure-Python wheel (hosts need one that "
+            f"does not depend on this machine's Python; remove it from {wheel.parent} after "
+            "changing its build settings)"
+        )
+    return wheel
+
+
 def ensure_llama_cpp_wheel(cache: Path | None = None) -> Path:
     """The prebuilt llama.cpp engine wheel (xllamacpp), fetched once."""
     return ensure_wheel(LLAMA_CPP_REQUIREMENT, LLAMA_CPP_BUILD_ENV, cache=cache)
@@ -329,11 +367,15 @@ def ensure_dependency_wheels(
     python: str = sys.executable,
     tag: str = "",
     env: Mapping[str, str] | None = None,
+    constraints: Sequence[str] = (),
 ) -> Path:
     """Download the wheels ``requirement`` needs into ``wheels/deps/<name>-<version>-py<X.Y>/``.
 
     ``tag`` (e.g. a project's source digest) goes into the directory name: a project whose
-    dependencies changed without a version bump gets a fresh set.
+    dependencies changed without a version bump gets a fresh set. ``constraints`` (pip
+    constraint lines, e.g. ``torch==2.13.0+cpu``: the CPU build, so no CUDA add-ons come along)
+    narrow the resolution without being installed themselves; a digest of them goes into the
+    directory name too.
 
     For hosts that install offline: ``pip install --no-index --find-links <that dir>
     --find-links wheels/ <requirement>``. The package itself is resolved from the cached wheel
@@ -344,6 +386,9 @@ def ensure_dependency_wheels(
     pyver = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     platforms = manylinux_platforms() if platforms is None else platforms
     directory = wheels_dir(cache)
+    if constraints:
+        pinned = "\n".join(sorted(constraints))
+        tag = "-".join(t for t in (tag, hashlib.sha256(pinned.encode()).hexdigest()[:12]) if t)
     suffix = f"-{tag}" if tag else ""
     target = directory / "deps" / f"{name}-{version}{suffix}-py{pyver}"
     if (target / ".complete").is_file():
@@ -359,8 +404,12 @@ def ensure_dependency_wheels(
         try:
             cmd = [python, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(work)]
             cmd += ["--find-links", str(directory), "--python-version", pyver]
-            for tag in platforms:
-                cmd += ["--platform", tag]
+            for platform_tag in platforms:
+                cmd += ["--platform", platform_tag]
+            if constraints:
+                constraint_file = work / ".constraints.txt"
+                constraint_file.write_text("".join(f"{c}\n" for c in constraints))
+                cmd += ["--constraint", str(constraint_file)]
             _run([*cmd, requirement], env=env)
             # the package's own wheel lives in wheels/ already
             for path in work.glob(f"{name}-{version}-*.whl"):

@@ -42,15 +42,21 @@ def fingerprint(requirement: str, wheels: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def host_python_version() -> str:
-    """``X.Y`` of the host's python3 (asked; else the distribution's default)."""
+def interpreter_version(python: str) -> str | None:
+    """``X.Y`` of an interpreter on the host (a command name or path), None when it is not there."""
     out = host.get_fact(
         Command,
-        command="python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
+        command=f"{shlex.quote(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
         "2>/dev/null || true",
     )
-    if out and out.strip():
-        return out.strip()
+    return out.strip() if out and out.strip() else None
+
+
+def host_python_version() -> str:
+    """``X.Y`` of the host's python3 (asked; else the distribution's default)."""
+    version = interpreter_version("python3")
+    if version:
+        return version
     distro = host.get_fact(LinuxDistribution) or {}
     name = str(distro.get("name") or "").lower()
     release = str((distro.get("release_meta") or {}).get("VERSION_ID") or "")
@@ -72,15 +78,16 @@ def install_wheels(
     stage: str,
     force_main: bool = False,
     remove: Sequence[str] = (),
+    python: str = "python3",
 ) -> OperationMeta | None:
     """Venv + offline pip install; returns the install operation, or None when already current.
 
     Everything comes from the staging directory only. ``force_main``: reinstall ``main_wheel``
     even at the same version (a project built here: same version, new content). ``remove``:
     distributions uninstalled again right after (dependencies that must not be there), before
-    the fingerprint is written.
+    the fingerprint is written. ``python``: the interpreter the venv is made with.
     """
-    pip.venv(name=f"{label}: virtualenv {venv}", path=venv, python="python3")
+    pip.venv(name=f"{label}: virtualenv {venv}", path=venv, python=python)
     wheels = [main_wheel, *dependency_wheels]
     wanted = fingerprint(" ".join([requirement, *(f"-{r}" for r in remove)]), wheels)
     marker = f"{venv}/{MARKER}"

@@ -93,12 +93,7 @@ def system_packages(cfg: Config) -> list[str]:
 
 def pip_environment(cfg: Config) -> dict[str, str]:
     """The controller's pip settings for this engine (pip reads PIP_* from the environment)."""
-    env = {"PIP_ONLY_BINARY": ":all:"}
-    if cfg.vllm.pip_extra_index_urls:
-        env["PIP_EXTRA_INDEX_URL"] = " ".join(cfg.vllm.pip_extra_index_urls)
-    if cfg.vllm.pip_find_links:
-        env["PIP_FIND_LINKS"] = " ".join(cfg.vllm.pip_find_links)
-    return env
+    return wheels.pip_environment(cfg.vllm.pip_extra_index_urls, cfg.vllm.pip_find_links)
 
 
 def controller_wheels(cfg: Config, python_version: str) -> tuple[Path, list[Path]]:

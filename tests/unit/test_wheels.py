@@ -228,6 +228,46 @@ def test_dependency_wheels_download(cache: Path, monkeypatch: pytest.MonkeyPatch
     assert wheels.ensure_dependency_wheels(python_version="3.13") == deps
 
 
+def test_dependency_wheels_with_constraints(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constraints narrow the resolution (a constraint file, not requirements) and name their
+    own set: the same package with other pins gets a directory of its own."""
+    (cache / "wheels").mkdir(parents=True)
+    write_wheel(cache / "wheels" / WHEEL)
+    seen: list[str] = []
+
+    def download(cmd: list[str], **kwargs: Any) -> None:
+        seen.append(Path(arg_after(cmd, "--constraint")).read_text())
+        (Path(arg_after(cmd, "--dest")) / "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl").touch()
+
+    monkeypatch.setattr(wheels.subprocess, "run", download)
+    deps = wheels.ensure_dependency_wheels(python_version="3.11", constraints=["torch==2.13.0+cpu"])
+    other = wheels.ensure_dependency_wheels(python_version="3.11", constraints=["torch==2.12.0"])
+    assert deps != other and deps.name.startswith("xllamacpp-2026.10.11549-")
+    assert deps.name.endswith("-py3.11")
+    assert seen == ["torch==2.13.0+cpu\n", "torch==2.12.0\n"]
+    assert [p.name for p in deps.glob("*.whl")] == ["torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"]
+
+
+def test_pip_environment() -> None:
+    assert wheels.pip_environment() == {"PIP_ONLY_BINARY": ":all:"}
+    assert wheels.pip_environment(["https://x/simple"], ["/w"], only_binary=False) == {
+        "PIP_EXTRA_INDEX_URL": "https://x/simple",
+        "PIP_FIND_LINKS": "/w",
+    }
+
+
+def test_a_source_build_must_come_out_pure(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels_dir = cache / "wheels"
+    wheels_dir.mkdir(parents=True)
+    write_wheel(wheels_dir / "docx2txt-0.8-py3-none-any.whl")
+    write_wheel(wheels_dir / "peewee-3.18.1-cp311-cp311-linux_x86_64.whl")
+    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    assert wheels.ensure_pure_wheel("docx2txt==0.8").name == "docx2txt-0.8-py3-none-any.whl"
+    with pytest.raises(wheels.ArtifactError, match="not a pure-Python wheel"):
+        wheels.ensure_pure_wheel("peewee==3.18.1")
+    assert wheels.is_pure(Path("olefile-0.47-py2.py3-none-any.whl"))
+
+
 # -- models -------------------------------------------------------------------------------------
 
 
