@@ -126,7 +126,10 @@ def activate(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta])
 def database(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta]) -> None:
     """Roles, citadel_db, grants, pgvector and migrations; each step only when needed."""
     roles = list(cfg.role_secrets())
-    state = host.get_fact(PostgresState, port=cfg.port, database=cfg.database, roles=roles)
+    apps = [d.name for d in cfg.databases]
+    state = host.get_fact(
+        PostgresState, port=cfg.port, database=cfg.database, roles=roles, databases=apps
+    )
     verifiers = model.role_verifiers(ctx.view, cfg)
     roles_file = changed[f"{model.CONFIG_DIR}/roles.sql"]
     access_file = changed[f"{model.CONFIG_DIR}/access.sql"]
@@ -165,6 +168,13 @@ def database(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta])
         commands=[f"{psql(cfg, cfg.database)} -f - < {model.CONFIG_DIR}/access.sql"],
         _if=[] if new_db else [access_file.did_change],
     )
+    if apps:
+        missing = sorted(set(apps) - set(state["databases"]))
+        server.shell(
+            name=f"postgres: application databases {', '.join(apps)} (databases.sql)",
+            commands=[f"{psql(cfg, 'postgres')} -f - < {model.DATABASES_SQL}"],
+            _if=[] if missing else [changed[model.DATABASES_SQL].did_change],
+        )
     apply_migrations(ctx, cfg, state)
     installed, available = state.get("extension"), state.get("available")
     if installed and available and installed != available:

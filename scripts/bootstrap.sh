@@ -8,9 +8,10 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # Tools the tests call: redis-server (gateway tests), postgresql (the backup/restore drill), promtool, amtool (prometheus-alertmanager), nft, sshd -t, nginx -t, node (the
 # API document's JavaScript SDK, tests/acceptance), and the lab's own prerequisites
-# (debootstrap, systemd-nspawn, nftables, iproute2).
+# (debootstrap, systemd-nspawn, nftables, iproute2), and chromium: the headless browser of
+# OpenWebUI's browser test (tests/verify/webui_browser.py; ~113 MB download, ~414 MB).
 APT_PACKAGES=(redis-server postgresql prometheus prometheus-alertmanager nftables openssh-server nginx-light sudo debootstrap
-              systemd-container iproute2 curl ca-certificates nodejs)
+              systemd-container iproute2 curl ca-certificates nodejs chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

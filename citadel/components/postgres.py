@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from citadel.errors import CitadelError
 from citadel.model.backup import (
@@ -47,6 +47,7 @@ PREVIEW_VERSION = 17
 
 CONFIG_DIR = "/etc/citadel/postgres"
 CHECKCONF = "/usr/local/lib/citadel/pg-checkconf"
+DATABASES_SQL = f"{CONFIG_DIR}/databases.sql"  # the application databases (Config.databases)
 
 # Backups (base backups + WAL archive): scripts, their settings, the systemd units.
 ARCHIVE_WAL = "/usr/local/lib/citadel/pg-archive-wal"
@@ -90,6 +91,24 @@ class Backup(BackupSettings):
     archive_timeout: str = Field(default="5min", pattern=r"^[0-9]+(s|min|h)$")
 
 
+class AppDatabase(StrictModel):
+    """A database of its own for one application (OpenWebUI's users and chats): a login role
+    named like it owns it and nothing else (no access to the document's database), reachable
+    only from `clients` (hosts or roles), with the password in the secret
+    `postgres_<name>_password`. Covered by the cluster's backups like every database."""
+
+    name: str = Field(pattern=SQL_NAME)
+    clients: list[str] = Field(min_length=1)
+
+    @property
+    def role(self) -> str:
+        return self.name
+
+    @property
+    def password_secret(self) -> str:
+        return f"postgres_{self.name}_password"
+
+
 class Config(ComponentConfig):
     # "auto": the distribution's version where it ships pgvector, else PGDG's default.
     version: Literal["auto", 15, 16, 17] = "auto"
@@ -104,25 +123,52 @@ class Config(ComponentConfig):
     owner_role: str = Field(default="citadel_owner", pattern=SQL_NAME)
     app_role: str = Field(default="citadel_app", pattern=SQL_NAME)
     readonly_role: str = Field(default="citadel_readonly", pattern=SQL_NAME)
-    allowed_clients: list[str] = Field(default_factory=lambda: ["gateway", "webui"])
+    # Who reaches the document's database (as the app or read-only role).
+    allowed_clients: list[str] = Field(default_factory=lambda: ["gateway"])
+    # Databases of their own for applications (OpenWebUI's state), each reachable by its owner
+    # role from its own clients only.
+    databases: list[AppDatabase] = Field(default_factory=list)
     tuning: Tuning = Tuning()
     backup: Backup = Backup()
 
+    @model_validator(mode="after")
+    def _own_names(self) -> Config:
+        taken = {self.database, self.owner_role, self.app_role, self.readonly_role, "postgres"}
+        seen: set[str] = set()
+        for db in self.databases:
+            if db.name in taken or db.name in seen or db.name.startswith("pg_"):
+                raise ValueError(
+                    f"databases: {db.name!r} clashes with another database or role "
+                    "(or a reserved pg_ name)"
+                )
+            seen.add(db.name)
+        return self
+
     def ports(self) -> list[Port]:
+        apps = [c for d in self.databases for c in d.clients]
+        clients = dict.fromkeys([*self.allowed_clients, *apps])
         return [
             Port(
                 service="postgres",
                 number=self.port,
-                clients=tuple(self.allowed_clients),
+                clients=tuple(clients),
                 field="allowed_clients",
             )
         ]
 
     def secrets(self) -> list[str]:
-        return ["postgres_owner_password", "postgres_app_password", "postgres_readonly_password"]
+        return [
+            "postgres_owner_password",
+            "postgres_app_password",
+            "postgres_readonly_password",
+            *(d.password_secret for d in self.databases),
+        ]
 
     def references(self) -> dict[str, list[str]]:
-        return {"allowed_clients": self.allowed_clients}
+        refs = {"allowed_clients": self.allowed_clients}
+        for i, db in enumerate(self.databases):
+            refs[f"databases[{i}].clients"] = db.clients
+        return refs
 
     def role_secrets(self) -> dict[str, str]:
         """Login role -> the secret holding its password."""
@@ -130,6 +176,7 @@ class Config(ComponentConfig):
             self.owner_role: "postgres_owner_password",
             self.app_role: "postgres_app_password",
             self.readonly_role: "postgres_readonly_password",
+            **{d.role: d.password_secret for d in self.databases},
         }
 
 
@@ -261,9 +308,13 @@ class HbaRule:
         return f"host    {self.database:<12} {users:<40} {self.address:<18} {self.method}"
 
 
-def client_networks(cluster: Cluster, host: Host, cfg: Config) -> list[tuple[str, str]]:
-    """(CIDR, who) for every client the inventory allows to reach PostgreSQL on `host`."""
-    port = cfg.ports()[0]
+def client_networks(
+    cluster: Cluster, host: Host, cfg: Config, clients: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """(CIDR, who) for every client the inventory allows to reach the document's database on
+    `host` (allowed_clients), or the given `clients` (an application database's)."""
+    refs = cfg.allowed_clients if clients is None else clients
+    port = Port(service="postgres", number=cfg.port, clients=tuple(refs))
     allowed = cluster.port_clients(host, port)
     if allowed == "any":
         return [("0.0.0.0/0", "any")]
@@ -305,6 +356,10 @@ def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:
         rules.append(
             HbaRule("host", db, (cfg.app_role, cfg.readonly_role), cidr, "scram-sha-256", who)
         )
+    for app in cfg.databases:
+        for cidr, who in client_networks(cluster, host, cfg, app.clients):
+            comment = f"{app.name}: its own role, from {who or cidr}"
+            rules.append(HbaRule("host", app.name, (app.role,), cidr, "scram-sha-256", comment))
     return rules
 
 
@@ -389,6 +444,18 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             dest=f"{CONFIG_DIR}/access.sql",
             template="postgres/access.sql.j2",
             mode="0600",
+        ),
+        *(
+            [
+                FileSpec(
+                    dest=DATABASES_SQL,
+                    template="postgres/databases.sql.j2",
+                    mode="0600",
+                    extra={"literal": sql_literal},
+                )
+            ]
+            if cfg.databases
+            else []
         ),
         *backup_files(view, cfg),
     ]

@@ -28,6 +28,7 @@ class PostgresState(FactBase[dict[str, Any]]):
             "state": "up",            # "absent" (no psql / no postgres user), "down", "up"
             "roles": {"citadel_app": {"login": True, "password_md5": "…"}},
             "database": True,
+            "databases": ["openwebui"],  # which of the asked application databases exist
             "extension": "0.8.0",     # pgvector in the database, or None
             "available": "0.8.0",     # pgvector's default version in the installed package
             "migrations_table": True,
@@ -44,13 +45,16 @@ class PostgresState(FactBase[dict[str, Any]]):
             "state": "absent",
             "roles": {},
             "database": False,
+            "databases": [],
             "extension": None,
             "available": None,
             "migrations_table": False,
             "migrations": {},
         }
 
-    def command(self, port: int, database: str, roles: list[str]) -> str:
+    def command(
+        self, port: int, database: str, roles: list[str], databases: list[str] | None = None
+    ) -> str:
         psql = f"runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -p {int(port)}"
         role_list = ", ".join(_literal(r) for r in roles) or "''"
         db = _literal(database)
@@ -59,6 +63,8 @@ class PostgresState(FactBase[dict[str, Any]]):
             f"coalesce(md5(rolpassword), '') FROM pg_authid WHERE rolname IN ({role_list})"
         )
         q_db = f"SELECT 'database|' || datname FROM pg_database WHERE datname = {db}"
+        app_list = ", ".join(_literal(d) for d in databases or []) or "''"
+        q_apps = f"SELECT 'appdb|' || datname FROM pg_database WHERE datname IN ({app_list})"
         q_ext = "SELECT 'extension|' || extversion FROM pg_extension WHERE extname = 'vector'"
         q_avail = (
             "SELECT 'available|' || default_version FROM pg_available_extensions "
@@ -81,6 +87,7 @@ class PostgresState(FactBase[dict[str, Any]]):
                 "echo state=up",
                 f"{psql} -d postgres -c {shlex.quote(q_roles)}",
                 f"{psql} -d postgres -c {shlex.quote(q_avail)}",
+                f"{psql} -d postgres -c {shlex.quote(q_apps)}",
                 f"{psql} -d postgres -c {shlex.quote(q_db)} | grep -q . || exit 0",
                 f"echo {shlex.quote('database|' + database)}",
                 f"{psql} -d {d} -c {shlex.quote(q_ext)}",
@@ -108,6 +115,8 @@ def parse_state(output: list[str]) -> dict[str, Any]:
             state["roles"][name] = {"login": login == "1", "password_md5": digest}
         elif line.startswith("database|"):
             state["database"] = True
+        elif line.startswith("appdb|"):
+            state["databases"].append(line.split("|", 1)[1])
         elif line.startswith("available|"):
             state["available"] = line.split("|", 1)[1]
         elif line.startswith("extension|"):

@@ -107,13 +107,19 @@ def test_lab_model_hosts_use_cpu_engines_under_production_names(lab: Cluster) ->
     }
 
 
+def test_lab_webui_runs_on_debian_12(lab: Cluster) -> None:
+    """open-webui needs Python < 3.13: the lab's webui host is a Debian 12 one (Python 3.11)."""
+    webui = lab.host("webui")
+    assert webui.distribution == "debian-12"
+    assert webui.webui is not None and webui.webui.skip is None
+
+
 def test_lab_skips_are_explicit_and_reasoned(lab: Cluster) -> None:
     skipped = {(h.name, s): c.skip for h in lab.hosts for s, c in h.sections() if c.skip}
     assert set(skipped) == {
         ("llm-chat", "nvidia"),
         ("llm-instruct", "nvidia"),
         ("llm-embed", "nvidia"),
-        ("webui", "webui"),
         ("vector-db", "qdrant"),  # lab-no-vendor-downloads: GitHub unreachable
         ("monitoring", "grafana"),  # lab-no-vendor-downloads: apt.grafana.com unreachable
     }
@@ -142,6 +148,7 @@ def test_secrets_each_host_needs(production: Cluster) -> None:
         "postgres_owner_password",
         "postgres_app_password",
         "postgres_readonly_password",
+        "postgres_openwebui_password",
         "postgres_exporter_password",
         "redis_password",
         "redis_exporter_password",

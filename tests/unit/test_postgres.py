@@ -102,10 +102,26 @@ def test_pg_hba_allows_exactly_the_inventory_clients(cluster: Cluster) -> None:
         r.address for r in rules if r.type == "host" and not r.address.startswith(("127.", "::1"))
     }
     expected = {f"{h.address}/32" for ref in cfg.allowed_clients for h in cluster.resolve(ref)}
-    assert remote == expected
+    document = {r.address for r in rules if r.database == cfg.database} - {
+        "127.0.0.1/32",
+        "::1/128",
+    }
+    assert document == expected
     assert f"{cluster.host('monitoring').address}/32" not in remote
     assert all(r.method in ("scram-sha-256", "peer") for r in rules)
-    assert all(r.users == (cfg.app_role, cfg.readonly_role) for r in rules if r.address in remote)
+    assert all(
+        r.users == (cfg.app_role, cfg.readonly_role)
+        for r in rules
+        if r.address in remote and r.database == cfg.database
+    )
+    # An application database: its own role, from its own clients, nothing else.
+    apps = {d.name: d for d in cfg.databases}
+    assert set(apps) == {"openwebui"}
+    app_rules = [r for r in rules if r.database in apps]
+    assert [(r.database, r.users, r.address) for r in app_rules] == [
+        ("openwebui", ("openwebui",), f"{cluster.host('webui').address}/32")
+    ]
+    assert remote == expected | {r.address for r in app_rules}
     text = files_of(cluster)[f"{postgres.conf_dir(postgres.resolved(cfg, 17))}/pg_hba.conf"].content
     assert "0.0.0.0" not in text and " trust" not in text and " md5" not in text
 
@@ -136,14 +152,15 @@ def test_secret_files_hold_verifiers_never_passwords(cluster: Cluster) -> None:
             "postgres_owner_password": "owner-Secret-1",
             "postgres_app_password": "app-Secret-2",
             "postgres_readonly_password": "ro-Secret-3",
+            "postgres_openwebui_password": "webui-Secret-4",
         }
     )
     f = files_of(cluster, secrets)
     roles = f["/etc/citadel/postgres/roles.sql"]
     assert roles.spec.secret and roles.spec.mode == "0600"
-    for value in ("owner-Secret-1", "app-Secret-2", "ro-Secret-3"):
-        assert value not in roles.content
-    assert roles.content.count("PASSWORD 'SCRAM-SHA-256$4096:") == 3
+    for value in ("owner-Secret-1", "app-Secret-2", "ro-Secret-3", "webui-Secret-4"):
+        assert all(value not in x.content for x in f.values())
+    assert roles.content.count("PASSWORD 'SCRAM-SHA-256$4096:") == 4
     for spec in (x.spec for x in f.values()):
         if spec.validate:
             assert "Secret" not in spec.validate

@@ -40,7 +40,7 @@ SYNTHETIC = {
             pytest.skip("Prometheus on monitoring does not answer")
 
         def test_declared_runtime_skip(target):
-            deployed_host(target.cluster, "webui")  # the lab declares webui skipped
+            deployed_host(target.cluster, "grafana")  # the lab declares grafana skipped
 
         def test_importorskip(target):
             pytest.importorskip("no_such_module_for_citadel")
@@ -123,7 +123,9 @@ def test_junit_and_summary_show_undeclared_skips_as_failures(
     assert all("[undeclared skip" in name for name in failed.values())
     assert "no_such_module_for_citadel" in failed["test_importorskip[data]"]
     assert redis.passed == 1
-    assert redis.skipped == {"the inventory skips webui (webui: lab: " + _webui_skip() + ")"}
+    assert redis.skipped == {
+        "the inventory skips grafana (monitoring: lab: " + _grafana_skip() + ")"
+    }
     qdrant = cells[("synthetic_qdrant", "vector-db")]
     assert qdrant.status.startswith("skipped: lab: ")  # the inventory's reason, nothing else
     summary = format_summary(cells)
@@ -131,10 +133,10 @@ def test_junit_and_summary_show_undeclared_skips_as_failures(
     assert failed["test_skip_mark[data]"].endswith(": a skip mark]")
 
 
-def _webui_skip() -> str:
-    webui = load_cluster(LAB).cluster.host("webui").webui
-    assert webui is not None and webui.skip is not None
-    return webui.skip.removeprefix("lab: ")
+def _grafana_skip() -> str:
+    grafana = load_cluster(LAB).cluster.host("monitoring").grafana
+    assert grafana is not None and grafana.skip is not None
+    return grafana.skip.removeprefix("lab: ")
 
 
 # -- the verify modules themselves ----------------------------------------------------------------
@@ -232,8 +234,9 @@ def test_declared_reasons_come_from_the_inventory() -> None:
         "database",
     }
     assert deployed_host(production.cluster, "prometheus").name == "monitoring"
-    with pytest.raises(DeclaredSkip, match=r"the inventory skips webui \(webui: lab: "):
-        deployed_host(lab.cluster, "webui")
+    with pytest.raises(DeclaredSkip, match=r"the inventory skips grafana \(monitoring: lab: "):
+        deployed_host(lab.cluster, "grafana")
+    assert deployed_host(lab.cluster, "webui").name == "webui"  # the lab runs OpenWebUI
     with pytest.raises(DeclaredSkip, match="no host runs qdrant in this inventory"):
         deployed_host(load_cluster(ROOT / "tests/unit/inventories/good.yml").cluster, "qdrant")
 

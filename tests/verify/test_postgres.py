@@ -287,3 +287,25 @@ def test_the_backup_timer_is_enabled_and_its_unit_sandboxed(target):
         "LC_ALL=C systemd-analyze security --no-pager citadel-pg-backup.service"
     )
     assert exposure(report) <= MAX_EXPOSURE, report
+
+
+def test_application_databases_are_their_own_roles_only(target):
+    """postgres.databases (OpenWebUI's): each owned by its login role, which is no superuser and
+    creates no roles or databases; from its clients that role is asked for scram on its own
+    database only, and the document's roles are refused there (and it on citadel_db)."""
+    cfg = target.host.postgres
+    for app in cfg.databases:
+        owner = superuser(
+            target,
+            "SELECT pg_get_userbyid(datdba) || ':' || r.rolsuper::int || r.rolcreatedb::int "
+            "|| r.rolcreaterole::int FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+            f"WHERE datname = {postgres.sql_literal(app.name)}",
+        )
+        assert owner.strip() == f"{app.role}:000", owner
+        client = next(h for ref in app.clients for h in target.cluster.resolve(ref))
+        probe = f"python3 -c {shlex.quote(STARTUP_PROBE)} {target.host.address} {cfg.port}"
+        on = target.on(client.name)
+        assert on.check_output(f"{probe} {app.role} {app.name}").strip() == "R 10"
+        for role, db in ((app.role, cfg.database), (cfg.app_role, app.name)):
+            out = on.check_output(f"{probe} {role} {db}")
+            assert "no pg_hba.conf entry" in out, f"{role} -> {db} from {client.name}: {out}"
