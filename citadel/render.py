@@ -51,6 +51,12 @@ class HostView:
             ) from None
         return value
 
+    def accepted(self, name: str) -> list[str]:
+        """What a server checking secret ``name`` accepts: its value, and the previous one
+        while a rotation of it is in its accept or switch stage (citadel rotate)."""
+        self.secret(name)  # the same error when it is missing
+        return self.secrets.accepted(name)
+
     def deployed(self, host: Host, section: str) -> bool:
         """The component runs on that host: the host has it and the inventory does not skip it."""
         return self.skipped_reason(host, section) is None
@@ -106,8 +112,16 @@ def component_files(section: str, view: HostView, config: ComponentConfig) -> li
     files_fn: FilesFn | None = REGISTRY[section].files
     if files_fn is None:
         return []
+    return render_specs(section, view, config, files_fn(view, config))
+
+
+def render_specs(
+    section: str, view: HostView, config: ComponentConfig, specs: list[FileSpec]
+) -> list[RenderedFile]:
+    """Each spec's template rendered with what every template sees (``view``, ``cluster``,
+    ``host``, ``cfg``, ``secret``) and the spec's own ``extra``."""
     out = []
-    for spec in files_fn(view, config):
+    for spec in specs:
         content = render_template(
             spec.template,
             view=view,

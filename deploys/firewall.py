@@ -17,7 +17,7 @@ from pyinfra.operations import apt, server, systemd
 
 from citadel.components import firewall
 from citadel.components.firewall import RULESET, TABLE, Config
-from citadel.render import RenderedFile, render_template
+from citadel.render import RenderedFile, render_specs
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import put_files
@@ -45,19 +45,7 @@ def rendered(
     ctx: DeployContext, cfg: Config, session: tuple[IPv4Address, ...]
 ) -> list[RenderedFile]:
     view = ctx.view
-    out = []
-    for spec in firewall.files(view, cfg, session):
-        content = render_template(
-            spec.template,
-            view=view,
-            cluster=view.cluster,
-            host=view.host,
-            cfg=cfg,
-            secret=view.secret,
-            **spec.extra,
-        )
-        out.append(RenderedFile(component="firewall", spec=spec, content=content))
-    return out
+    return render_specs("firewall", view, cfg, firewall.files(view, cfg, session))
 
 
 # Installed with the base packages in one apt transaction (deploys/base.py); listed here too so
