@@ -311,6 +311,14 @@ def _prepare_host(
     (hd / ".initialized").touch()
 
 
+def needs_boot(paths: LabPaths, host: LabHost) -> bool:
+    """A host that is not running, or runs on another distribution than it declares now (a
+    running host would otherwise keep its old system until someone stopped it by hand)."""
+    if host_running(paths, host.name) is None:
+        return True
+    return _recorded_suite(paths.host_dir(host.name)) not in (None, host.suite)
+
+
 def _recorded_suite(hd: Path) -> str | None:
     """The suite a host's overlay was made on (``None``: a new host; older labs: the default)."""
     try:
@@ -393,7 +401,10 @@ def _up(hosts: list[LabHost], config: LabConfig, log: system.Log, only: str | No
         for suite in sorted({h.suite for h in targets}):
             base.ensure_base(config.for_suite(suite), log)
         _lab_state(config, paths)
-        to_start = [h for h in targets if host_running(paths, h.name) is None]
+        to_start = [h for h in targets if needs_boot(paths, h)]
+        for h in to_start:
+            if host_running(paths, h.name) is not None:
+                log(f"{h.name}: its distribution changed to {h.suite}: restarting it afresh")
         if to_start:
             network.check_veth_support()
             raise_inotify_limits()

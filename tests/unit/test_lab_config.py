@@ -143,3 +143,22 @@ def test_the_cli_puts_each_inventory_host_on_its_distributions_suite() -> None:
     hosts = {h.name: h.suite for h in lab_hosts(load_cluster("inventory/lab.yml").cluster.hosts)}
     assert hosts["llm-chat"] == hosts["llm-instruct"] == "bookworm"
     assert {hosts[n] for n in ("data", "gateway", "monitoring", "llm-embed")} == {"trixie"}
+
+
+def test_a_running_host_whose_distribution_changed_is_booted_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lab up` after an inventory moves a running host to another distribution restarts it on
+    that suite's tree (it once kept the old system: the webui stayed on Debian 13)."""
+    from citadel.lab import ops
+
+    paths = LabConfig(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache").paths()
+    hd = paths.host_dir("webui")
+    hd.mkdir(parents=True)
+    (hd / "host.json").write_text('{"name": "webui", "address": "10.210.10.38", "suite": "trixie"}')
+    (hd / ".initialized").touch()
+    monkeypatch.setattr(ops, "host_running", lambda paths, name: 4242)
+    assert ops.needs_boot(paths, LabHost("webui", "10.210.10.38", suite="bookworm"))
+    assert not ops.needs_boot(paths, LabHost("webui", "10.210.10.38", suite="trixie"))
+    monkeypatch.setattr(ops, "host_running", lambda paths, name: None)
+    assert ops.needs_boot(paths, LabHost("webui", "10.210.10.38", suite="trixie"))
