@@ -416,3 +416,22 @@ def test_a_user_id_is_checked_whatever_the_http_parser_lets_through(value: bytes
     assert client.user([(b"authorization", b"x"), (USER.encode(), good.encode())]) == good
     assert client.user([(b"x-openwebui-user-name", b"Alice")]) is None
     assert client.user([(USER.encode(), b"a" * 128)]) == "a" * 128
+
+
+def test_a_token_whose_subject_reads_like_a_ui_user_never_gets_that_users_cached_answer(
+    front: Front, token: Tokens
+) -> None:
+    """A JWT with ``sub: webui:<alice's id>`` is a subject of its own: not alice's cache."""
+    alice = _user()
+    body = dict(CHAT, temperature=0, messages=[{"role": "user", "content": uuid.uuid4().hex}])
+
+    def ask(**kw: Any) -> httpx.Response:
+        return front.client.post("/v1/chat/completions", json=body, **kw)
+
+    ui = {"Authorization": f"Bearer {front.token}", "X-Real-IP": WEBUI, USER: alice}
+    first, second = ask(headers=ui), ask(headers=ui)
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    lookalike = ask(headers={**token.headers(f"webui:{alice}"), "X-Real-IP": ELSEWHERE})
+    assert lookalike.status_code == 200, lookalike.text
+    assert lookalike.headers["x-cache"] == "MISS"

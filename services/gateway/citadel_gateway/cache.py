@@ -2,7 +2,9 @@
 
 Cacheable: non-streaming requests with ``temperature == 0``, or any non-streaming request that
 opts in with the header ``X-Cache: use``; embeddings are always cacheable (deterministic).
-Keys are scoped per subject: ``llama:<kind>:<sha256(subject, model, canonical body)>``.
+Keys are scoped per subject: ``llama:<kind>:<sha256(scope, model, canonical body)>``, where the
+scope tells a token's own subject (``sub:``) from a forwarder's user (``fwd:``): a JWT whose
+``sub`` reads ``webui:<id>`` never shares that OpenWebUI user's answers.
 A Redis outage only turns the cache into misses.
 """
 
@@ -18,9 +20,14 @@ from .config import Cache as CacheCfg
 from .redisconn import RedisConn, RedisUnavailable
 
 
-def cache_key(kind: str, subject: str, body: dict[str, Any]) -> str:
+def cache_scope(subject: str | None, forwarder: str | None) -> str:
+    """Whose answers a key may hold: a forwarder's users and tokens' subjects never meet."""
+    return f"fwd:{subject or ''}" if forwarder is not None else f"sub:{subject or ''}"
+
+
+def cache_key(kind: str, scope: str, body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(f"{subject}\n{canonical}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{len(scope)}:{scope}\n{canonical}".encode()).hexdigest()
     return f"llama:{kind}:{digest}"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__, metrics, openapi
 from .admission import authenticate, client_ip
 from .asgi import Ctx, query_flag
-from .cache import cache_key, cacheable
+from .cache import cache_key, cache_scope, cacheable
 from .config import Limit
 from .errors import GatewayError
 from .jsoncodec import dumps
@@ -62,7 +62,7 @@ async def _openai(
     if st.cfg.cache.enabled and cacheable(
         kind, body, ctx.headers.get(b"x-citadel-cache", b"").lower() == b"use"
     ):
-        key = cache_key(kind, ctx.subject or "", body)
+        key = cache_key(kind, cache_scope(ctx.subject, ctx.forwarder), body)
         hit = await st.cache.get(key)
         if hit is not None:
             ctx.cache = "hit"
