@@ -244,8 +244,8 @@ def test_webui_users_each_get_their_own_rate_limit(target):
     # bob's is untouched: a real chat, served
     assert _as_webui(on_webui, url, token, bob, CHAT, 1) == ["200"]
     # the gateway's own host is not the webui: the same token is refused there
-    assert _curl(target, url, token=token, body=CHAT, method="POST")[0] == 401
+    assert _curl(target.infra, url, token=token, body=CHAT, method="POST")[0] == 401
     line = shlex.quote(f'"subject":"webui:{bob}"')
     journal = f"journalctl -u citadel-gateway -o cat --since=-5min | grep -F {line} || true"
-    log = wait_for(lambda: target.check_output(journal), bool, timeout_s=10, interval_s=1)
+    log = wait_for(lambda: target.infra.check_output(journal), bool, timeout_s=10, interval_s=1)
     assert '"forwarder":"webui"' in log and f'"client":"{webui.address}"' in log, log
