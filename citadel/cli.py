@@ -11,9 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citadel import pins
+from citadel import pins, rotation
 from citadel.acceptance import acceptance_junit, run_acceptance
 from citadel.converge import (
+    EXIT_CHANGES,
     HostResult,
     format_plan,
     format_results,
@@ -32,6 +33,7 @@ from citadel.loader import Loaded, load_cluster
 from citadel.model.cluster import DEBIAN_SUITES, Host
 from citadel.render import render_host, write_preview
 from citadel.rollout import WAIT_S, health_url, rollout_phases, services_of, wait_until_served
+from citadel.rotation_state import STAGES
 from citadel.verify_run import format_summary, run_verify, summarize
 
 if TYPE_CHECKING:
@@ -118,11 +120,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     hosts = _selected_hosts(loaded, args.limit)
     report = run_pyinfra(args.inventory, dry=True, limit=[h.name for h in hosts], stream=False)
     plans = plan_by_host(report)
+    rotations = rotation.pending(loaded)
     if args.json:
-        print(json.dumps({h: asdict(p) for h, p in sorted(plans.items())}, indent=2))
+        out: dict[str, object] = {h: asdict(p) for h, p in sorted(plans.items())}
+        if rotations:  # beside the hosts, under a key no host name can be (names are [a-z0-9-])
+            out["_rotations"] = {
+                n: {"stage": e.stage, "converged": e.converged, "next": rotation.next_phase(e)}
+                for n, e in sorted(rotations.items())
+            }
+        print(json.dumps(out, indent=2))
     else:
         print(format_plan(plans, [h.name for h in hosts]))
-    return plan_exit_code(plans)
+        for name, entry in sorted(rotations.items()):
+            print(rotation.describe(name, entry))
+    # a rotation in progress is a pending change, converged hosts or not
+    return EXIT_CHANGES if rotations else plan_exit_code(plans)
 
 
 def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
@@ -151,6 +163,31 @@ def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, Hos
                 f"{', '.join(phase)}; stopping before the next wave"
             )
     return results, time.monotonic() - started
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """Rotate one secret in phases (citadel.rotation), converging each phase's hosts only."""
+    loaded = _load(args, require_secrets=True)
+    rot = rotation.rotation_for(args.name, loaded)  # refuses before anything changes
+    refuse_production_from_here(loaded.cluster)
+
+    def converge(hosts: list[str]) -> bool:
+        ns = argparse.Namespace(inventory=args.inventory, limit=hosts, fail_percent=None)
+        results, seconds = apply_hosts(ns, _load(ns, require_secrets=True))
+        print(format_results(results, hosts, seconds))
+        return all(h in results and not results[h].failed for h in hosts)
+
+    def say(line: str) -> None:
+        print(f"citadel: {line}", file=sys.stderr, flush=True)
+
+    say(rot.procedure.guarantee)
+    rotation.rotate(rot, args.phase, converge, say, grace_s=args.grace)
+    entry = rot.entry()
+    if entry is not None:
+        print(rotation.describe(rot.name, entry))
+    else:
+        print(f"{rot.name}: rotated")
+    return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -272,6 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when more than this percentage of hosts fail",
     )
     p.add_argument("--report", default="reports/apply.json", help="JSON report path")
+
+    p = add(
+        "rotate",
+        cmd_rotate,
+        "replace a secret without a refused request: accept (servers take both), switch "
+        "(clients move), retire (the old one refused); resumable",
+        inventory=LAB_INVENTORY,
+    )
+    p.add_argument("name", metavar="SECRET", help="e.g. redis_password, jwt_signing_key")
+    p.add_argument(
+        "--phase", choices=STAGES, help="run one phase (the next one) and stop; default: all"
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds retire waits first, for clients that fetch the credential themselves "
+        "(tokens of the old key) to have the new one (default 0)",
+    )
 
     p = add(
         "verify",

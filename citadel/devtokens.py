@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from citadel.errors import CitadelError
+from citadel.labsecrets import KeyRing
 
 if TYPE_CHECKING:
     from citadel.components.gateway import Auth
@@ -25,7 +26,8 @@ def mint_dev_token(
     """A token for ``sub`` the gateway configured by ``auth`` accepts; needs its private key."""
     if not auth.public_key_file:
         raise CitadelError("this inventory's gateway has no local signing key (it uses a JWKS)")
-    private = Path(auth.public_key_file).with_name("private.pem")
+    # during a key rotation's accept stage, still the previous key (citadel rotate)
+    private = KeyRing(Path(auth.public_key_file)).signing_key()
     if not private.exists():
         raise CitadelError(f"{private}: no dev signing key (run `citadel lab up` first)")
     try:

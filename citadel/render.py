@@ -51,6 +51,12 @@ class HostView:
             ) from None
         return value
 
+    def accepted(self, name: str) -> list[str]:
+        """What a server checking secret ``name`` accepts: its value, and the previous one
+        while a rotation of it is in its accept or switch stage (citadel rotate)."""
+        self.secret(name)  # the same error when it is missing
+        return self.secrets.accepted(name)
+
     def deployed(self, host: Host, section: str) -> bool:
         """The component runs on that host: the host has it and the inventory does not skip it."""
         return self.skipped_reason(host, section) is None

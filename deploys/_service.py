@@ -49,15 +49,19 @@ def ready_check(service: str, url: str, expect: str | None, timeout_s: int) -> s
     )
 
 
-def restart_on_change(service: str, changed: Sequence[OperationMeta]) -> None:
-    """Restart `service` when one of the files it reads changed; keep it running and enabled."""
-    systemd.service(
+def restart_on_change(
+    service: str, changed: Sequence[OperationMeta]
+) -> tuple[OperationMeta, OperationMeta]:
+    """Restart `service` when one of the files it reads changed; keep it running and enabled.
+    Returns the restart and the run operations (whether either changed it)."""
+    restarted = systemd.service(
         name=f"Restart {service} (config changed)",
         service=service,
         restarted=True,
         _if=any_changed(*changed),
     )
-    systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+    started = systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
+    return restarted, started
 
 
 def system_account(user: str, home: str, dirs: Sequence[str] = (), mode: str = "0755") -> None:

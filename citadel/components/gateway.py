@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from citadel.components.edge_tls import GATEWAY_SOCKET
 from citadel.errors import CitadelError
+from citadel.labsecrets import KeyRing
 from citadel.model.common import ComponentConfig, Port, PortNumber, SecretName, StrictModel
 from citadel.model.component import Component, Scrape
 from citadel.model.files import FileSpec
@@ -106,6 +107,8 @@ HEALTH_NAMES = {"chat": "llama_chat", "completions": "llama_instruct", "embeddin
 def files(view: HostView, cfg: Config) -> list[FileSpec]:
     """The gateway's config (checked by the gateway itself), its secrets, its key, its unit."""
     needed = view.cluster.required_secrets(view.host)
+    # Secrets and the key are re-read on reload (load_config): a changed one (a rotation's
+    # switch) reloads, never restarts: no request is refused while it changes.
     out = [
         FileSpec(
             dest=path,
@@ -113,6 +116,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             mode="0640",
             group="citadel-gateway",
             secret=True,
+            on_change="reload",
             extra={"name": name},
         )
         for name, path in SECRET_FILES.items()
@@ -121,9 +125,11 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
     if cfg.auth.public_key_file:
         out.append(
             FileSpec(
-                dest=f"{ETC}/jwt-public.pem",
+                dest=PUBLIC_KEY,
                 template="gateway/public-key.j2",
-                extra={"pem": _public_key(view, cfg.auth.public_key_file)},
+                validate=f"{VENV}/bin/citadel-gateway --check-keys {{path}}",
+                on_change="reload",
+                extra={"pem": _public_keys(view, cfg.auth.public_key_file)},
             )
         )
     out += [
@@ -295,16 +301,20 @@ def _section(field: str, build: Callable[[], T]) -> T:
         raise ValueError(f"{field}: the gateway refuses it: {_problems(exc)}") from None
 
 
-def _public_key(view: HostView, path: str) -> str:
-    """The signing key's public half, read on the controller."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
-        if view.masked:
-            return f"# {path} is not on this controller yet (`citadel lab up` makes it)\n"
-        raise CitadelError(
-            f"gateway.auth.public_key_file: cannot read {path} on the controller"
-        ) from None
+def _public_keys(view: HostView, path: str) -> str:
+    """The signing key's public half, read on the controller; while the key is rotated
+    (`citadel rotate jwt_signing_key`, accept and switch) the previous one after it."""
+    pems = []
+    for key in KeyRing(Path(path)).accepted_public():
+        try:
+            pems.append(key.read_text(encoding="utf-8"))
+        except OSError:
+            if view.masked:
+                return f"# {key} is not on this controller yet (`citadel lab up` makes it)\n"
+            raise CitadelError(
+                f"gateway.auth.public_key_file: cannot read {key} on the controller"
+            ) from None
+    return "".join(p if p.endswith("\n") else p + "\n" for p in pems)
 
 
 COMPONENT = Component(

@@ -1,5 +1,6 @@
-"""Redis from the distribution: ACL users with hashed passwords, bound to the host's address;
-RDB snapshots on a timer (redis.backup) and a restore command."""
+"""Redis from the distribution: ACL users with hashed passwords in an ACL file (loaded live with
+ACL LOAD: a rotated password never restarts the server), bound to the host's address; RDB
+snapshots on a timer (redis.backup) and a restore command."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from citadel.render import HostView
 
 CONF = "/etc/redis/redis.conf"
+# The users (redis.conf's aclfile): its change is applied with ACL LOAD, all or nothing, after
+# redis-server itself checked the candidate (CHECKCONF --acl).
+ACLFILE = "/etc/redis/users.acl"
 CHECKCONF = "/usr/local/lib/citadel/redis-checkconf"
 SERVICE = "redis-server"
 OS_USER = "redis"
@@ -38,7 +42,8 @@ AOF_FILENAME = "appendonly.aof"
 CONFIG_DIR = "/etc/citadel/redis"
 BACKUP_ENV = f"{CONFIG_DIR}/backup.env"
 # redis_password alone, root 0600: the backup unit's credential (LoadCredential=), read by the
-# restore as root; redis-cli gets it as REDISCLI_AUTH, never on a command line.
+# restore and by the deploy's ACL LOAD as root; redis-cli gets it as REDISCLI_AUTH, never on a
+# command line.
 PASSWORD_FILE = f"{CONFIG_DIR}/password"
 BACKUP_SCRIPT = "/usr/local/sbin/citadel-redis-backup"
 RESTORE_SCRIPT = "/usr/local/sbin/citadel-redis-restore"
@@ -108,42 +113,65 @@ def acl_hash(password: str) -> str:
     return hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
-def acl_users(view: HostView) -> list[tuple[str, str, str]]:
-    """(user, sha256 of its password, rules): `default` is the document's password-only AUTH."""
-    users = [("default", acl_hash(view.secret("redis_password")), "~* &* +@all")]
+def acl_users(view: HostView) -> list[tuple[str, list[str], str]]:
+    """(user, sha256 of each password it accepts, rules): `default` is the document's
+    password-only AUTH. A user accepts two passwords while one is rotated (citadel rotate:
+    accept and switch), the new one only once it is retired."""
+
+    def digests(secret: str) -> list[str]:
+        return [acl_hash(v) for v in view.accepted(secret)]
+
+    users = [("default", digests("redis_password"), "~* &* +@all")]
     exporter = view.host.redis_exporter
     if exporter is not None and exporter.skip is None:
-        users.append(
-            (EXPORTER_USER, acl_hash(view.secret("redis_exporter_password")), EXPORTER_ACL)
-        )
+        users.append((EXPORTER_USER, digests("redis_exporter_password"), EXPORTER_ACL))
     return users
 
 
 def files(view: HostView, cfg: Config) -> list[FileSpec]:
     return [
         FileSpec(dest=CHECKCONF, template="redis/redis-checkconf.sh.j2", mode="0755"),
+        # Before redis.conf, which names it: redis.conf's check (and a start) reads it.
+        FileSpec(
+            dest=ACLFILE,
+            template="redis/users.acl.j2",
+            mode="0640",
+            group="redis",
+            secret=True,  # password hashes only, but kept out of diffs all the same
+            validate=f"{CHECKCONF} --acl {{path}}",
+            on_change="reload",  # ACL LOAD (deploys/redis.py)
+            extra={"users": acl_users(view)},
+        ),
         FileSpec(
             dest=CONF,
             template="redis/redis.conf.j2",
             mode="0640",
             group="redis",
-            secret=True,  # password hashes only, but kept out of diffs all the same
             validate=f"{CHECKCONF} {{path}}",
             extra={
-                "users": acl_users(view),
+                "aclfile": ACLFILE,
                 "data_dir": DATA_DIR,
                 "dbfilename": DBFILENAME,
                 "aof_dir": AOF_DIR,
                 "aof_filename": AOF_FILENAME,
             },
         ),
+        # The deploy's ACL LOAD authenticates with it; the backup's credential.
+        FileSpec(
+            dest=PASSWORD_FILE,
+            template="redis/password.j2",
+            mode="0600",
+            secret=True,
+            on_change="none",
+        ),
         *backup_files(view, cfg),
     ]
 
 
 def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
-    """The snapshot script, the restore script, their settings, the password file and the timer.
-    None of them is read by redis-server: a change restarts nothing (on_change "none")."""
+    """The snapshot script, the restore script, their settings and the timer (the password file
+    is always written). None of them is read by redis-server: a change restarts nothing
+    (on_change "none")."""
     if not cfg.backup.enabled:
         return []
     bash = "bash -n {path}"
@@ -164,13 +192,6 @@ def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:
                 "password_file": PASSWORD_FILE,
                 "textfile_dir": textfile_directory(view),
             },
-        ),
-        FileSpec(
-            dest=PASSWORD_FILE,
-            template="redis/password.j2",
-            mode="0600",
-            secret=True,
-            on_change="none",
         ),
         FileSpec(
             dest=BACKUP_SCRIPT,

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -32,6 +33,7 @@ import yaml
 from citadel.cli import lab_hosts
 from citadel.components import postgres, redis
 from citadel.converge import plan_by_host, run_pyinfra
+from citadel.devtokens import mint_dev_token
 from citadel.lab import LabConfig, LabHost, lab_paths
 from citadel.lab import ops as lab_ops
 from citadel.loader import load_cluster
@@ -300,6 +302,174 @@ def test_redis_snapshot_restore_on_the_data_host_is_exact_to_the_key() -> None:
     record("redis_restore_drill_restore_s", restore_s)
 
 
+def _on_with_secret(host: str, command: str, secret: str) -> str:
+    """``command`` on a lab host with ``secret`` as $SECRET, given on stdin: never in an argument
+    (here, in ssh's, or on the host)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "citadel.cli",
+            "lab",
+            "ssh",
+            host,
+            "--",
+            "sh",
+            "-c",
+            f"IFS= read -r SECRET; export SECRET; {command}",  # lab ssh quotes an argv
+        ],
+        input=secret + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.stdout + proc.stderr
+
+
+def _redis_auth(password: str) -> str:
+    """What Redis on the data host answers to AUTH with ``password`` (as REDISCLI_AUTH)."""
+    port = load_cluster(INVENTORY).cluster.host("data").redis.port  # type: ignore[union-attr]
+    return _on_with_secret(
+        "data", f'REDISCLI_AUTH="$SECRET" redis-cli --no-raw -h 127.0.0.1 -p {port} PING', password
+    )
+
+
+def _main_pid(host: str, unit: str) -> str:
+    proc = citadel("lab", "ssh", host, "--", f"systemctl show -p MainPID --value {unit}")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_rotating_the_redis_password_and_the_jwt_key_refuses_no_request() -> None:
+    """`citadel rotate redis_password`, then `citadel rotate jwt_signing_key`, while two clients
+    call the gateway once a second each, minting their tokens with `citadel token` every few
+    seconds: every answer a 200 whose rate limit came from Redis (x-ratelimit-remaining: the
+    gateway never lost Redis), neither Redis nor the gateway restarted; then the old password is
+    refused by Redis and a token of the old key by the gateway (401)."""
+    from citadel.labsecrets import KeyRing
+
+    loaded = load_cluster(INVENTORY)
+    cluster = loaded.cluster
+    gateway = cluster.host("gateway")
+    assert gateway.gateway is not None and gateway.gateway.auth.public_key_file
+    auth = gateway.gateway.auth
+    ring = KeyRing(Path(auth.public_key_file))
+    old_password = loaded.secrets["redis_password"]
+    old_key = ring.private.read_bytes()
+    # a token of the old key minted before the rotation, as one in a client's hands
+    old_token = citadel(
+        "token", "--sub", "rotation-old", "--ttl", "1800", check=True
+    ).stdout.strip()
+    pids = {
+        u: _main_pid(h, u) for h, u in (("data", "redis-server"), ("gateway", "citadel-gateway"))
+    }
+
+    url = f"http://{gateway.address}:8000/v1/chat/completions"
+    body = json.dumps(
+        {
+            "model": "llama-3-chat",
+            "max_tokens": 4,
+            "temperature": 0.7,  # not cacheable: every request reaches a backend
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+    ).encode()
+    answers: list[tuple[int, bool]] = []  # status, whether the limiter reached Redis
+    done = threading.Event()
+
+    def client_loop(subject: str) -> None:
+        """One request a second (inside the documented 60/min), a fresh token every 5 s."""
+        token, minted = "", 0.0
+        deadline = time.monotonic() + 1500  # bounded: 25 minutes
+        while not done.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            if started - minted > 5:
+                minted_now = citadel("token", "--sub", subject, "--ttl", "300")
+                if minted_now.returncode != 0:  # counted as a failure, not a dead thread
+                    answers.append((-1, False))
+                else:
+                    token, minted = minted_now.stdout.strip(), started
+            answers.append(_post_chat(url, body, token))
+            time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
+
+    loops = [threading.Thread(target=client_loop, args=(f"rotation-{i}",)) for i in range(2)]
+    for loop in loops:
+        loop.start()
+    try:
+        time.sleep(5)  # traffic before the rotation begins
+        t0 = time.monotonic()
+        redis_rotated = citadel("rotate", "redis_password", timeout=CONVERGE_TIMEOUT_S)
+        t1 = time.monotonic()
+        key_rotated = citadel(
+            # the clients re-mint every 5 s: a token of the old key minted just before the
+            # switch is replaced before retire refuses it
+            "rotate",
+            "jwt_signing_key",
+            "--grace",
+            "15",
+            timeout=CONVERGE_TIMEOUT_S,
+        )
+        t2 = time.monotonic()
+        time.sleep(10)  # traffic on the new credentials only
+    finally:
+        done.set()
+        for loop in loops:
+            loop.join()
+    record("rotation_redis_password_s", t1 - t0)
+    record("rotation_jwt_key_s", t2 - t1)
+    record("rotation_requests", len(answers))
+    assert redis_rotated.returncode == 0, (
+        redis_rotated.stdout[-6000:] + redis_rotated.stderr[-3000:]
+    )
+    assert key_rotated.returncode == 0, key_rotated.stdout[-6000:] + key_rotated.stderr[-3000:]
+    for out in (redis_rotated, key_rotated):
+        assert old_password not in out.stdout + out.stderr
+    errors = [s for s, _ in answers if s != 200]
+    assert len(answers) >= 20, answers
+    assert not errors, f"{len(errors)} of {len(answers)} requests failed: {errors[:10]}"
+    bypassed = sum(1 for s, redis_ok in answers if s == 200 and not redis_ok)
+    assert bypassed == 0, f"{bypassed} of {len(answers)} answers without Redis' rate limit"
+    assert pids == {
+        u: _main_pid(h, u) for h, u in (("data", "redis-server"), ("gateway", "citadel-gateway"))
+    }, "a rotation restarted a server (it must reload)"
+
+    # The old credentials are refused, the new ones work.
+    new_password = load_cluster(INVENTORY).secrets["redis_password"]
+    assert new_password != old_password
+    assert "WRONGPASS" in _redis_auth(old_password)
+    assert "PONG" in _redis_auth(new_password)
+    status = _post_chat(url, body, old_token)[0]
+    assert status == 401, f"a token of the retired key got {status}"
+    with tempfile.TemporaryDirectory() as tmp:  # a fresh token signed with the retired key
+        (Path(tmp) / "private.pem").write_bytes(old_key)
+        retired = auth.model_copy(update={"public_key_file": str(Path(tmp) / "public.pem")})
+        assert _post_chat(url, body, mint_dev_token(retired, "rotation-old"))[0] == 401
+    fresh = citadel("token", "--sub", "rotation-new", check=True).stdout.strip()
+    assert _post_chat(url, body, fresh)[0] == 200
+    assert citadel("plan").returncode == 0  # no rotation pending, nothing to converge
+
+
+def _post_chat(url: str, body: bytes, token: str) -> tuple[int, bool]:
+    """One chat request: its status (599: no answer at all) and whether its rate limit came
+    from Redis (x-ratelimit-remaining; without Redis the gateway fails open without it)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as rsp:
+            return int(rsp.status), rsp.headers.get("x-ratelimit-remaining") is not None
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), False
+    except OSError:
+        return 599, False
+
+
 ROLLING = Path("inventory/.e2e-rolling.yml")
 ROLLING_BASE = Path("inventory/.e2e-rolling-base.yml")
 
@@ -351,26 +521,11 @@ def test_rolling_update_of_two_backends_serves_without_5xx() -> None:
 
     def client_loop(subject: str) -> None:
         """One request a second per subject: inside the documented 60/min, so none is 429."""
-        import urllib.error
-        import urllib.request
-
         token = citadel("token", "--sub", subject, check=True).stdout.strip()
         deadline = time.monotonic() + 900  # bounded: 15 minutes
         while not done.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
-            req = urllib.request.Request(
-                url,
-                data=body,
-                method="POST",
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=60) as rsp:
-                    statuses.append(rsp.status)
-            except urllib.error.HTTPError as exc:
-                statuses.append(exc.code)
-            except OSError:
-                statuses.append(599)  # no answer at all
+            statuses.append(_post_chat(url, body, token)[0])
             time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
 
     loops = [threading.Thread(target=client_loop, args=(f"rolling-{i}",)) for i in range(2)]

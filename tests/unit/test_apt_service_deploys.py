@@ -33,6 +33,13 @@ EXPECTED = {
     "redis": [
         ("redis: install | Install redis-server", False),
         ("redis: configure | Write /usr/local/lib/citadel/redis-checkconf", False),
+        ("redis: configure | Stage /etc/redis/users.acl", False),
+        (
+            "redis: configure | Check /etc/redis/users.acl with "
+            "/usr/local/lib/citadel/redis-checkconf",
+            True,
+        ),
+        ("redis: configure | Write /etc/redis/users.acl", False),
         ("redis: configure | Stage /etc/redis/redis.conf", False),
         (
             "redis: configure | Check /etc/redis/redis.conf with "
@@ -40,8 +47,8 @@ EXPECTED = {
             True,
         ),
         ("redis: configure | Write /etc/redis/redis.conf", False),
-        ("redis: configure | Write /etc/citadel/redis/backup.env", False),
         ("redis: configure | Write /etc/citadel/redis/password", False),
+        ("redis: configure | Write /etc/citadel/redis/backup.env", False),
         ("redis: configure | Stage /usr/local/sbin/citadel-redis-backup", False),
         ("redis: configure | Check /usr/local/sbin/citadel-redis-backup with bash", True),
         ("redis: configure | Write /usr/local/sbin/citadel-redis-backup", False),
@@ -58,6 +65,12 @@ EXPECTED = {
         ("redis: configure | Write /etc/systemd/system/citadel-redis-backup.timer", False),
         ("redis: activate | Restart redis-server (config changed)", True),
         ("redis: activate | Run redis-server", False),
+        # The users changed without a (re)start: ACL LOAD, no restart (a rotated password).
+        (
+            "redis: activate | Load /etc/redis/users.acl into redis-server "
+            "(ACL LOAD: users changed)",
+            True,
+        ),
         ("redis: activate | redis: backup directory /var/backups/citadel/redis", False),
         ("redis: activate | Reload systemd units (citadel-redis-backup)", True),
         ("redis: activate | Run citadel-redis-backup.timer (redis.backup.schedule)", False),

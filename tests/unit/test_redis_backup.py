@@ -152,11 +152,13 @@ def test_only_redis_conf_restarts_the_server(lab: Cluster) -> None:
     f = rendered(lab, data_cfg(lab))
     restart = {d for d, r in f.items() if r.spec.on_change == "restart"}
     assert restart == {redis.CHECKCONF, redis.CONF}
+    assert {d for d, r in f.items() if r.spec.on_change == "reload"} == {redis.ACLFILE}
 
 
 def test_disabled_backups_render_nothing(lab: Cluster) -> None:
+    """Only the server's files, and the password file the deploy's ACL LOAD authenticates with."""
     f = rendered(lab, data_cfg(lab, enabled=False))
-    assert set(f) == {redis.CHECKCONF, redis.CONF}
+    assert set(f) == {redis.CHECKCONF, redis.ACLFILE, redis.CONF, redis.PASSWORD_FILE}
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
@@ -222,7 +224,10 @@ class Drill:
             "dir": str(self.data),
             "pidfile": str(self.data / "redis.pid"),  # the server's own directory
             "logfile": str(root / "redis.log"),
+            "aclfile": str(root / "users.acl"),
         }
+        (root / "users.acl").write_text(f[redis.ACLFILE].content)
+        (root / "users.acl").chmod(0o644)
         lines = []
         for line in f[redis.CONF].content.splitlines():
             key = line.split(" ", 1)[0]

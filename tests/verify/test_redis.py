@@ -99,6 +99,17 @@ def test_exporter_user_cannot_read_keys(target):
     assert "redis_version" in out
 
 
+def test_the_running_users_are_the_acl_file(target):
+    """Users live in redis.conf's aclfile, loaded with ACL LOAD on a change (no restart): every
+    password digest of the file is one the running server checks, and no other."""
+    assert redis_cli(target, "CONFIG GET aclfile\n").split()[-1].strip('"') == redis.ACLFILE
+    users = target.infra.file(redis.ACLFILE)
+    assert users.mode == 0o640 and users.user == "root" and users.group == "redis"
+    wanted = {w for w in users.content_string.split() if w.startswith("#")}
+    running = {w.strip('"') for w in redis_cli(target, "ACL LIST\n").split() if "#" in w}
+    assert {w[w.index("#") :] for w in running} == wanted
+
+
 def test_data_survives_restart(target):
     if target.host.redis.persistence == "none":
         return

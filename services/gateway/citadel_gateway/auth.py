@@ -2,11 +2,18 @@
 
 The algorithm comes from the *key* (RSA -> RS256, EC P-256 -> ES256), never from the token
 header, so ``alg: none`` and HS256-signed-with-the-public-key tokens are rejected.
+
+A PEM file may hold several public keys (a key rotation: the new one and the previous one).
+Each key's id is its RFC 7638 thumbprint (:func:`key_id`), which ``devtoken`` puts in the
+tokens it mints as ``kid``: a token with a ``kid`` is checked with that key only (no such key:
+401); one without is tried against each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import ipaddress
 import json
 import logging
@@ -64,6 +71,39 @@ def alg_for_key(key: Any) -> str:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return "ES256"
     raise ValueError("only RSA (RS256) and EC P-256 (ES256) public keys are supported")
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]*)PUBLIC KEY-----.+?-----END \1PUBLIC KEY-----", re.S)
+
+
+def key_id(key: Any) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA or EC public key: the ``kid``."""
+    if isinstance(key, rsa.RSAPublicKey):
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
+        members = {k: jwk[k] for k in ("e", "kty", "n")}
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
+        members = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    else:
+        raise ValueError("only RSA and EC public keys have a key id here")
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def load_public_keys(pem: str) -> dict[str, tuple[Any, str]]:
+    """Every ``PUBLIC KEY`` block of a PEM text: key id -> (key, algorithm). ValueError when
+    there is none, or one is not a key the gateway accepts."""
+    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(pem)]
+    if not blocks:
+        raise ValueError("no PEM public key")
+    keys: dict[str, tuple[Any, str]] = {}
+    for i, block in enumerate(blocks, 1):
+        try:
+            key = load_pem_public_key(block.encode())
+        except Exception as exc:  # ValueError, UnsupportedAlgorithm
+            raise ValueError(f"public key {i}: {exc}") from None
+        keys[key_id(key)] = (key, alg_for_key(key))
+    return keys
 
 
 def claim_permissions(claims: dict[str, Any]) -> set[str]:
@@ -142,7 +182,7 @@ class Authenticator:
             if fwd.token:
                 self.services[fwd.token] = client
             self.user_headers += ((client.user_header, name),)
-        self._static: tuple[Any, str] | None = None
+        self._static: dict[str, tuple[Any, str]] = {}
         self._jwks: dict[str | None, tuple[Any, str]] = {}
         self._jwks_fetched_at = 0.0
         self._last_miss_fetch = -1e18
@@ -150,8 +190,7 @@ class Authenticator:
         self._cache: dict[str, tuple[dict[str, Any], float]] = {}
         self.jwks_fetches = 0
         if cfg.public_key_pem:
-            key = load_pem_public_key(cfg.public_key_pem.encode())
-            self._static = (key, alg_for_key(key))
+            self._static = load_public_keys(cfg.public_key_pem)
 
     # -- JWKS -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -190,9 +229,21 @@ class Authenticator:
         self._jwks_fetched_at = time.monotonic()
         return True
 
+    async def _keys_for(self, kid: str | None) -> list[tuple[Any, str]]:
+        """The keys that may have signed a token with this ``kid``: the one it names, or with
+        several local keys and no ``kid``, each of them."""
+        if self._static:
+            if kid is None:
+                return list(self._static.values())
+            if len(self._static) == 1:
+                return list(self._static.values())  # one key: its id is not required
+            found = self._static.get(kid)
+            if found is None:
+                raise _fail("Unknown signing key")
+            return [found]
+        return [await self._key_for(kid)]
+
     async def _key_for(self, kid: str | None) -> tuple[Any, str]:
-        if self._static is not None:
-            return self._static
         now = time.monotonic()
         if (
             self._jwks
@@ -239,18 +290,10 @@ class Authenticator:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise _fail("Malformed token")
-        key, alg = await self._key_for(kid)
+        keys = await self._keys_for(kid)
         cfg = self.cfg
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                issuer=cfg.issuers,
-                audience=cfg.audience or None,
-                leeway=cfg.leeway_s,
-                options={"require": list(cfg.required_claims), "verify_aud": bool(cfg.audience)},
-            )
+            claims = self._decode(token, keys)
         except jwt.ExpiredSignatureError:
             raise _fail("Token expired") from None
         except jwt.ImmatureSignatureError:
@@ -272,6 +315,30 @@ class Authenticator:
                 self._cache.clear()
             self._cache[token] = (claims, float(exp_claim))
         return claims
+
+    def _decode(self, token: str, keys: list[tuple[Any, str]]) -> dict[str, Any]:
+        """The claims, checked with the first of ``keys`` whose signature matches (the
+        signature is checked before any claim, so a wrong key fails as a bad signature)."""
+        cfg = self.cfg
+        for i, (key, alg) in enumerate(keys):
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],
+                    issuer=cfg.issuers,
+                    audience=cfg.audience or None,
+                    leeway=cfg.leeway_s,
+                    options={
+                        "require": list(cfg.required_claims),
+                        "verify_aud": bool(cfg.audience),
+                    },
+                )
+                return claims
+            except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+                if i + 1 == len(keys):
+                    raise
+        raise jwt.InvalidSignatureError("no key")  # pragma: no cover - keys is never empty
 
 
 def authorization(raw_headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -27,7 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML file (or ${ENV_CONFIG})"
     )
     ap.add_argument("--check", action="store_true", help="validate the config and exit")
+    ap.add_argument(
+        "--check-keys",
+        metavar="PEM",
+        help="check a public key file (one key or several: a rotation's) and exit",
+    )
     args = ap.parse_args(argv)
+    if args.check_keys:
+        return _check_keys(args.check_keys)
     if not args.config:
         print(f"citadel-gateway: no config: pass --config or set {ENV_CONFIG}", file=sys.stderr)
         return 2
@@ -94,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if mp_dir and not cfg.metrics.multiproc_dir:
             shutil.rmtree(mp_dir, ignore_errors=True)
+    return 0
+
+
+def _check_keys(path: str) -> int:
+    """Every key of the file is one the gateway verifies with (RSA >= 2048, EC P-256)."""
+    from .auth import load_public_keys
+
+    try:
+        keys = load_public_keys(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: ok ({len(keys)} key{'s' if len(keys) != 1 else ''}: {', '.join(keys)})")
     return 0
 
 

@@ -33,7 +33,8 @@ def mint(
     extra: dict[str, Any] | None = None,
     now: int | None = None,
 ) -> str:
-    """Return a signed token: ``sub``, ``iss``, ``iat``, ``nbf``, ``exp`` (+ optional claims)."""
+    """Return a signed token: ``sub``, ``iss``, ``iat``, ``nbf``, ``exp`` (+ optional claims).
+    Its ``kid`` is the key's id (``auth.key_id``, the gateway's) unless one is given."""
     pem = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
     key = load_pem_private_key(pem, password=None)
     if isinstance(key, rsa.RSAPrivateKey):
@@ -51,7 +52,9 @@ def mint(
         claims["permissions"] = permissions
     if extra:
         claims.update(extra)
-    headers = {"kid": kid} if kid else None
+    from .auth import key_id
+
+    headers = {"kid": kid or key_id(key.public_key())}
     return jwt.encode(claims, key, algorithm=alg, headers=headers)
 
 

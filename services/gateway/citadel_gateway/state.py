@@ -3,6 +3,8 @@ and swaps it in whole, keeping what did not change (connections, breaker state).
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from .auth import Authenticator
@@ -12,6 +14,10 @@ from .config import GatewayConfig, Upstream
 from .ratelimit import RateLimiter
 from .redisconn import RedisConn
 from .upstream import UpstreamClient
+
+# How long the connections of a replaced Redis client stay open after a reload: a command in
+# flight is answered within redis.socket_timeout_ms (at most 10 s) or fails anyway.
+REDIS_CLOSE_GRACE_S = 10.0
 
 
 def _http_client(up: Upstream) -> UpstreamClient:
@@ -75,7 +81,12 @@ class State:
 
     async def close_unshared(self, new: State) -> None:
         if self.redis is not new.redis:
-            await self.redis.close()
+            # A changed Redis section (a rotated password): requests in flight on this State
+            # finish their commands on the old connections, closed once they are done.
+            old = self.redis
+            asyncio.get_running_loop().call_later(
+                REDIS_CLOSE_GRACE_S, lambda: asyncio.ensure_future(old.close())
+            )
         if self.upstream is not new.upstream:
             self.upstream.close()  # idle connections only; requests in flight finish
             self.http.close()
