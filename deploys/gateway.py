@@ -1,8 +1,9 @@
 """The API gateway (services/gateway): a venv on the gateway host, a wheel built here.
 
 The wheel is built once per source state on the controller and installed offline with its
-dependency wheels (deploys/_venv.py). Config changes reload the gateway (SIGHUP: it re-reads and
-validates its config, keeping the old one on error); a new package, unit, key or secret restarts it.
+dependency wheels (deploys/_venv.py). Config, key and secret changes reload the gateway (SIGHUP: it
+re-reads and validates its config and the files it names, keeping the old ones on error; a rotated
+secret is taken without a refused request); a new package or unit restarts it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
 
 @deploy("gateway: configure")
 def configure(ctx: DeployContext, cfg: Config) -> Changes:
-    """config.yml reloads (its FileSpec.on_change); the unit, key and secrets restart."""
+    """config.yml, the key and the secrets reload (their FileSpec.on_change); the unit restarts."""
     for path in (ETC, f"{ETC}/secrets"):
         files.directory(name=f"Directory {path}", path=path, user="root", group=USER, mode="0750")
     return put_changes(ctx.files("gateway"))
@@ -52,7 +53,8 @@ def activate(
         SERVICE,
         changed,
         units="gateway unit",
-        restart_why="package, unit, key or secret changed",
+        restart_why="package or unit changed",
+        reload_why="config, key or secret changed",
         installed=installed,
         ready=Ready(f"Wait until {url} answers", url, '"status"', 60),
     )
