@@ -167,8 +167,8 @@ def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, Hos
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     """Rotate one secret in phases (citadel.rotation), converging each phase's hosts only."""
+    rot = rotation.rotation_for(args.name, _load(args))  # refuses before anything changes
     loaded = _load(args, require_secrets=True)
-    rot = rotation.rotation_for(args.name, loaded)  # refuses before anything changes
     refuse_production_from_here(loaded.cluster)
 
     def converge(hosts: list[str]) -> bool:
