@@ -80,10 +80,20 @@ class Vllm(StrictModel):
     hf_token_secret: SecretName | None = None
     # Seconds the deploy waits for /health after a (re)start (loading 8B weights takes minutes).
     ready_timeout_s: int = Field(default=900, ge=10)
+    # Seconds a stop lets in-flight requests finish (`--shutdown-timeout`, in vLLM since its
+    # graceful drain; 0.32 has it, 0.11 does not). None: not passed, and vLLM's default aborts
+    # them: with 0.32 an aborted request then hung its connection until the stop's SIGKILL, a
+    # rolling restart's 60 s stall.
+    shutdown_timeout_s: int | None = Field(default=None, ge=1, le=600)
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    @property
+    def stop_timeout_s(self) -> int:
+        """systemd's TimeoutStopSec: the drain, and time to tear the engine down after it."""
+        return max(60, (self.shutdown_timeout_s or 0) + 30)
 
 
 class Ollama(StrictModel):
@@ -211,6 +221,8 @@ class Config(ComponentConfig):
             args += ["--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}"]
         if v.enforce_eager:
             args.append("--enforce-eager")
+        if v.shutdown_timeout_s is not None:
+            args += ["--shutdown-timeout", str(v.shutdown_timeout_s)]
         if self.api == "embeddings":
             args += ["--task", "embed"]
         return args

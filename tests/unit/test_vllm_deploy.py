@@ -32,6 +32,8 @@ def test_unit_serves_the_production_name_on_its_address() -> None:
     assert f"EnvironmentFile={VLLM_ENV_FILE}" in unit
     assert "User=vllm" in unit
     assert "TimeoutStartSec=900" in unit
+    # production's vLLM 0.11 has no drain: no --shutdown-timeout, the stop's default timeout
+    assert "--shutdown-timeout" not in unit and "TimeoutStopSec=60" in unit
     instruct = _files("llm-instruct")[VLLM_UNIT].content
     assert "--host 192.168.10.29 --port 8000 --served-model-name llama-3-instruct" in instruct
 
@@ -43,7 +45,8 @@ def test_lab_unit_serves_the_converted_model_on_the_cpu_build() -> None:
     assert line == (
         "ExecStart=/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server "
         f"--model {VLLM_MODELS}/SmolLM2-135M-Instruct.Q4_1 --host 10.210.10.28 --port 8000 "
-        "--served-model-name llama-3-chat --max-model-len 2048 --dtype bfloat16 --enforce-eager"
+        "--served-model-name llama-3-chat --max-model-len 2048 --dtype bfloat16 --enforce-eager "
+        "--shutdown-timeout 30"
     )
     assert "VLLM_CPU_KVCACHE_SPACE=1" in files[VLLM_ENV_FILE]
     assert "HF_TOKEN" not in files[VLLM_ENV_FILE]  # the lab's model is not gated
@@ -211,3 +214,13 @@ def test_hf_cache_layout() -> None:
         vllm.hf_cache_dir(SOURCE)
         == "/var/lib/vllm/hf/hub/models--meta-llama--Meta-Llama-3-8B-Instruct"
     )
+
+
+def test_a_stop_signals_the_server_alone_and_waits_out_its_drain() -> None:
+    """A rolling restart: the server drains its engine (in-flight requests finish) and stops
+    its own processes; systemd's SIGTERM to all of them at once killed the engine under a
+    request that then hung its connection until the SIGKILL, 60 s later."""
+    ctx = h.context("inventory/lab.yml", "llm-chat")
+    unit = {f.spec.dest: f.content for f in render_host(ctx.cluster, ctx.host)}[VLLM_UNIT]
+    assert "KillMode=mixed" in unit.splitlines()
+    assert "TimeoutStopSec=60" in unit.splitlines()  # the 30 s drain, then 30 s to tear down
