@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citadel import pins, rotation
+from citadel import pins, rotation, upgrade, upgrade_cli
 from citadel.acceptance import acceptance_junit, run_acceptance
 from citadel.converge import (
     EXIT_CHANGES,
@@ -121,6 +121,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     report = run_pyinfra(args.inventory, dry=True, limit=[h.name for h in hosts], stream=False)
     plans = plan_by_host(report)
     rotations = rotation.pending(loaded)
+    upgrades = upgrade.pending(Path(args.inventory))
     if args.json:
         out: dict[str, object] = {h: asdict(p) for h, p in sorted(plans.items())}
         if rotations:  # beside the hosts, under a key no host name can be (names are [a-z0-9-])
@@ -128,13 +129,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 n: {"stage": e.stage, "converged": e.converged, "next": rotation.next_phase(e)}
                 for n, e in sorted(rotations.items())
             }
+        if upgrades:
+            out["_upgrades"] = upgrades
         print(json.dumps(out, indent=2))
     else:
         print(format_plan(plans, [h.name for h in hosts]))
         for name, entry in sorted(rotations.items()):
             print(rotation.describe(name, entry))
-    # a rotation in progress is a pending change, converged hosts or not
-    return EXIT_CHANGES if rotations else plan_exit_code(plans)
+        for pending in upgrades:
+            print(upgrade.describe(pending))
+    # a rotation or an upgrade in progress is a pending change, converged hosts or not
+    return EXIT_CHANGES if rotations or upgrades else plan_exit_code(plans)
 
 
 def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
@@ -165,17 +170,25 @@ def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, Hos
     return results, time.monotonic() - started
 
 
-def cmd_rotate(args: argparse.Namespace) -> int:
-    """Rotate one secret in phases (citadel.rotation), converging each phase's hosts only."""
-    rot = rotation.rotation_for(args.name, _load(args))  # refuses before anything changes
-    loaded = _load(args, require_secrets=True)
-    refuse_production_from_here(loaded.cluster)
+def converger(args: argparse.Namespace) -> Callable[[list[str]], bool]:
+    """Converge just these hosts of the inventory (re-read: a phase may have changed it);
+    True when every one of them converged."""
 
     def converge(hosts: list[str]) -> bool:
         ns = argparse.Namespace(inventory=args.inventory, limit=hosts, fail_percent=None)
         results, seconds = apply_hosts(ns, _load(ns, require_secrets=True))
         print(format_results(results, hosts, seconds))
         return all(h in results and not results[h].failed for h in hosts)
+
+    return converge
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """Rotate one secret in phases (citadel.rotation), converging each phase's hosts only."""
+    rot = rotation.rotation_for(args.name, _load(args))  # refuses before anything changes
+    loaded = _load(args, require_secrets=True)
+    refuse_production_from_here(loaded.cluster)
+    converge = converger(args)
 
     def say(line: str) -> None:
         print(f"citadel: {line}", file=sys.stderr, flush=True)
@@ -363,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("lab_args", nargs=argparse.REMAINDER, metavar="ACTION ...")
 
+    upgrade_cli.add_parsers(sub, converger, LAB_INVENTORY)
     pins.add_parser(sub)
     return parser
 

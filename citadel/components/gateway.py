@@ -59,8 +59,15 @@ class Auth(StrictModel):
 
 
 class Config(ComponentConfig):
+    # the release deployed (services/gateway's version): the checkout's own version builds from
+    # it, any other must be a build this controller kept (citadel.releases); `citadel upgrade
+    # gateway VERSION` / `citadel rollback gateway` change it. Unset: the checkout's.
+    version: str | None = Field(default=None, pattern=r"^[0-9][0-9a-z.+!-]*$")
     port: PortNumber = 8000
     workers: int = Field(default=2, ge=1, le=64)
+    # a stop (an upgrade's restart) lets the requests in flight finish for this long; new
+    # connections wait in the socket systemd holds meanwhile (citadel-gateway.socket)
+    drain_s: int = Field(default=30, ge=1, le=600)
     auth: Auth
     # per subject (JWT sub, or the webui's user: webui:<id>; client address for /health):
     # the API document's table
@@ -143,11 +150,30 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             on_change="reload",  # SIGHUP: re-read and checked, the old one kept on error
         ),
         FileSpec(
+            dest=SOCKET_UNIT,
+            template="gateway/citadel-gateway.socket.j2",
+            extra={"listen": listen_stream(view, cfg)},
+        ),
+        FileSpec(
             dest="/etc/systemd/system/citadel-gateway.service",
             template="gateway/citadel-gateway.service.j2",
+            extra={"stop_timeout_s": cfg.drain_s + 15},
         ),
     ]
     return out
+
+
+SOCKET_UNIT = "/etc/systemd/system/citadel-gateway.socket"
+
+
+def fronted(view: HostView) -> bool:
+    """nginx on this host is the client-facing front (templates/edge_tls)."""
+    return view.host.edge_tls is not None and view.deployed(view.host, "edge_tls")
+
+
+def listen_stream(view: HostView, cfg: Config) -> str:
+    """Where systemd listens for the gateway: nginx's unix socket, else the gateway's port."""
+    return GATEWAY_SOCKET if fronted(view) else f"0.0.0.0:{cfg.port}"
 
 
 VENV = "/opt/citadel-gateway"
@@ -172,7 +198,7 @@ def gateway_config(view: HostView, cfg: Config) -> gw.GatewayConfig:
     qdrants = [h for h in qdrant_hosts if view.deployed(h, "qdrant")]
     databases = cluster.with_role("postgres")
     redises = cluster.with_role("redis")
-    front = host.edge_tls is not None and view.deployed(host, "edge_tls")
+    front = fronted(view)
     sections: dict[str, Any] = {
         # nginx on this host is the client-facing front (templates/edge_tls): the gateway
         # serves it on a unix socket and takes the client's address from its X-Real-IP
@@ -235,7 +261,12 @@ def _backend(view: HostView, h: Host) -> gw.Backend:
 
 
 def _listen(cfg: Config, unix_socket: str | None) -> gw.Listen:
-    fields: dict[str, Any] = {"host": "0.0.0.0", "port": cfg.port, "workers": cfg.workers}
+    fields: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": cfg.port,
+        "workers": cfg.workers,
+        "drain_s": cfg.drain_s,
+    }
     if unix_socket is not None:
         fields["unix_socket"] = unix_socket
     return gw.Listen(**fields)

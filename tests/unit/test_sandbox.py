@@ -56,6 +56,19 @@ def units(inventory: str) -> dict[tuple[str, str], str]:
     return out
 
 
+@cache
+def unit_files(inventory: str) -> dict[tuple[str, str], str]:
+    """(host, unit file name) -> content, for every unit (service, socket, timer) hosts get."""
+    cluster = load_cluster(ROOT / inventory).cluster
+    out = {}
+    for host in cluster.hosts:
+        for f in render_host(cluster, host):
+            dest = PurePosixPath(f.spec.dest)
+            if dest.parent == UNIT_DIR and dest.suffix in (".service", ".socket", ".timer"):
+                out[(host.name, dest.name)] = f.content
+    return out
+
+
 def _cases() -> list[tuple[str, str, str]]:
     return [
         (inventory, host, name)
@@ -115,8 +128,9 @@ def test_offline_exposure(inventory: str, host: str, name: str, tmp_path: Path) 
 @needs_analyze
 @pytest.mark.parametrize(("inventory", "host", "name"), _cases())
 def test_verify_offline(inventory: str, host: str, name: str, tmp_path: Path) -> None:
-    # The host's other units beside it: a backup unit requires its server's (qdrant.service).
-    for (other, unit_name), content in units(inventory).items():
+    # The host's other units beside it: a backup unit requires its server's (qdrant.service),
+    # the gateway its socket.
+    for (other, unit_name), content in unit_files(inventory).items():
         if other == host:
             (tmp_path / unit_name).write_text(content)
     unit = tmp_path / name

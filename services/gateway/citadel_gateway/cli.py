@@ -3,6 +3,9 @@
 Exit status 2 and one line ``FILE: field.path: problem`` on a bad config.
 With ``listen.workers > 1`` the parent validates the config on SIGHUP and forwards the signal to
 every worker, each of which reloads in place (a bad file is logged and the old config kept).
+Under systemd socket activation (``citadel-gateway.socket``) it serves the socket it is handed
+instead of binding its own (``sdlisten``); a stop lets the requests in flight finish for up to
+``listen.drain_s`` while new connections wait in that socket for the next process.
 """
 
 from __future__ import annotations
@@ -60,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from uvicorn.supervisors.multiprocess import Multiprocess
 
-    from . import logs
+    from . import logs, sdlisten
     from .httpproto import GatewayHttpToolsProtocol
 
     logs.setup(cfg.logging.level)
+    sockets = sdlisten.inherited_sockets()
+    if sockets:
+        log.info(
+            "serving the sockets systemd passed: %s", ", ".join(map(sdlisten.describe, sockets))
+        )
     config = uvicorn.Config(
         "citadel_gateway.app:create_app",
         factory=True,
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         server_header=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=cfg.listen.drain_s,
     )
 
     class Supervisor(Multiprocess):
@@ -94,10 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if workers > 1:
-            sock = config.bind_socket()
-            Supervisor(config, sockets=[sock]).run()
+            Supervisor(config, sockets=sockets or [config.bind_socket()]).run()
         else:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=sockets or None)
     finally:
         if mp_dir and not cfg.metrics.multiproc_dir:
             shutil.rmtree(mp_dir, ignore_errors=True)

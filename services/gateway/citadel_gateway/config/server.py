@@ -18,6 +18,9 @@ class Listen(_Strict):
     # (nginx: timeouts, header limits and connection caps; docs/gateway-front.md)
     unix_socket: str | None = None
     workers: int = Field(1, ge=1, le=64)
+    # a stop (restart, upgrade) lets the requests in flight finish for this long, then cancels
+    # them; the unit's TimeoutStopSec must be longer
+    drain_s: int = Field(30, ge=1, le=3600)
     # request bodies are read only once the request is admitted (token, rate limit): at most
     # max_body_bytes each, at most max_buffered_bytes over all requests in flight (then 503)
     max_body_bytes: int = Field(1_048_576, ge=1024)
