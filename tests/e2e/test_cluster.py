@@ -449,6 +449,125 @@ def test_rotating_the_redis_password_and_the_jwt_key_refuses_no_request() -> Non
     assert citadel("plan").returncode == 0  # no rotation pending, nothing to converge
 
 
+GATEWAY_PIN = Path("group_data/gateway.yml")
+
+
+def _gateway_status(url: str, token: str) -> dict[str, Any]:
+    """The running gateway's /api/v1/status (its version and pid)."""
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as rsp:
+        return dict(json.loads(rsp.read()))
+
+
+def _next_gateway_release(tmp: Path) -> str:
+    """A release after this checkout's gateway (its version + .post1), built into the
+    controller's wheel cache as a release of that version would be."""
+    from citadel import wheels
+    from citadel.releases import source_version
+
+    project = tmp / "gateway"
+    shutil.copytree(
+        "services/gateway", project, ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
+    version = source_version(project) + ".post1"
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            f'version = "{source_version(Path("services/gateway"))}"', f'version = "{version}"', 1
+        )
+    )
+    assert source_version(project) == version
+    wheels.ensure_project_wheel(project)
+    return version
+
+
+def test_upgrading_and_rolling_back_the_gateway_refuses_no_request(tmp_path: Path) -> None:
+    """`citadel upgrade gateway NEXT` (pinned first: `plan` shows it pending), then `citadel
+    rollback gateway`, while two clients call the gateway through its front once a second each:
+    every answer a 200, the new release served after the upgrade and the old one after the
+    rollback, each by a new process; the pin's file is as it was."""
+    from citadel.releases import source_version
+    from citadel.upgrade import history_path
+
+    current = source_version(Path("services/gateway"))
+    pin_text = GATEWAY_PIN.read_text()
+    history = history_path(Path(INVENTORY))
+    gateway = load_cluster(INVENTORY).cluster.host("gateway")
+    base = f"http://{gateway.address}:8000"
+    token = citadel("token", "--sub", "upgrade-drill", "--ttl", "3600", check=True).stdout.strip()
+    body = json.dumps(
+        {
+            "model": "llama-3-chat",
+            "max_tokens": 4,
+            "temperature": 0.7,  # not cacheable: every request reaches a backend
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+    ).encode()
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def client_loop(subject: str) -> None:
+        own = citadel("token", "--sub", subject, "--ttl", "3600", check=True).stdout.strip()
+        deadline = time.monotonic() + 1200  # bounded: 20 minutes
+        while not done.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            statuses.append(_post_chat(f"{base}/v1/chat/completions", body, own)[0])
+            time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
+
+    try:
+        before = _gateway_status(f"{base}/api/v1/status", token)
+        assert before["version"] == current
+        upcoming = _next_gateway_release(tmp_path)
+        pinned = citadel("upgrade", "gateway", upcoming, "--pin-only")
+        assert pinned.returncode == 0, pinned.stderr[-3000:]
+        plan = citadel("plan")
+        assert plan.returncode == 2, plan.stdout[-3000:] + plan.stderr[-2000:]
+        assert f"upgrade pending: gateway {current} -> {upcoming}" in plan.stdout
+        # the host's own change too: the new release's install
+        assert any(
+            line.startswith("gateway: ") and line.endswith("change(s)")
+            for line in plan.stdout.splitlines()
+        ), plan.stdout[-3000:]
+
+        loops = [threading.Thread(target=client_loop, args=(f"upgrade-{i}",)) for i in range(2)]
+        for loop in loops:
+            loop.start()
+        try:
+            time.sleep(5)  # traffic before the upgrade
+            t0 = time.monotonic()
+            upgraded = citadel("upgrade", "gateway", upcoming, timeout=CONVERGE_TIMEOUT_S)
+            t1 = time.monotonic()
+            after_upgrade = _gateway_status(f"{base}/api/v1/status", token)
+            rolled_back = citadel("rollback", "gateway", timeout=CONVERGE_TIMEOUT_S)
+            t2 = time.monotonic()
+            time.sleep(5)  # traffic after the rollback
+        finally:
+            done.set()
+            for loop in loops:
+                loop.join()
+        record("gateway_upgrade_s", t1 - t0)
+        record("gateway_rollback_s", t2 - t1)
+        record("gateway_upgrade_requests", len(statuses))
+        assert upgraded.returncode == 0, upgraded.stdout[-6000:] + upgraded.stderr[-3000:]
+        assert rolled_back.returncode == 0, rolled_back.stdout[-6000:] + rolled_back.stderr[-3000:]
+        after_rollback = _gateway_status(f"{base}/api/v1/status", token)
+        assert after_upgrade["version"] == upcoming
+        assert after_rollback["version"] == current
+        assert len({before["pid"], after_upgrade["pid"], after_rollback["pid"]}) == 3
+        errors = [s for s in statuses if s != 200]
+        assert len(statuses) >= 20, statuses
+        assert not errors, f"{len(errors)} of {len(statuses)} requests failed: {errors[:10]}"
+        assert GATEWAY_PIN.read_text() == pin_text  # the rollback put the very line back
+        assert citadel("plan").returncode == 0  # nothing pending
+    finally:
+        if GATEWAY_PIN.read_text() != pin_text:  # a failed step: back to the declared lab
+            GATEWAY_PIN.write_text(pin_text)
+            converge(limit=["gateway"])
+        history.unlink(missing_ok=True)
+
+
 def _post_chat(url: str, body: bytes, token: str) -> tuple[int, bool]:
     """One chat request: its status (599: no answer at all) and whether its rate limit came
     from Redis (x-ratelimit-remaining; without Redis the gateway fails open without it)."""
