@@ -454,7 +454,9 @@ def _origin(
                     for prefix, file in sources.overridden.items():
                         if group_dotted.startswith(prefix):
                             return file, group_dotted
-                    return sources.group_files[role], loc_to_dotted((section, *rest))
+                    return sources.group_files.get(role, sources.inventory), loc_to_dotted(
+                        (section, *rest)
+                    )
     return sources.inventory, dotted
 
 
