@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from citadel import pins, rotation, upgrade, upgrade_cli
+from citadel import pins, preflight, rotation, upgrade, upgrade_cli
 from citadel.acceptance import acceptance_junit, run_acceptance
 from citadel.converge import (
     EXIT_CHANGES,
@@ -45,11 +45,14 @@ EXIT_INVALID = 2
 
 
 def _load(args: argparse.Namespace, require_secrets: bool = False) -> Loaded:
-    return load_cluster(args.inventory, require_secrets=require_secrets)
+    # what a converge needs supplied: secrets, and the operator-supplied values (REPLACE-ME)
+    return load_cluster(
+        args.inventory, require_secrets=require_secrets, require_filled=require_secrets
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = _load(args, require_secrets=args.require_secrets)
+    loaded = load_cluster(args.inventory, require_secrets=args.require_secrets, require_filled=True)
     hosts = loaded.cluster.hosts
     print(f"{args.inventory}: valid ({len(hosts)} hosts; files: {', '.join(loaded.files)})")
     return 0
@@ -117,6 +120,7 @@ def _selected_hosts(loaded: Loaded, limit: list[str] | None) -> list[Host]:
 def cmd_plan(args: argparse.Namespace) -> int:
     loaded = _load(args, require_secrets=True)
     refuse_production_from_here(loaded.cluster)
+    preflight.check_identity_provider(loaded.cluster)
     hosts = _selected_hosts(loaded, args.limit)
     report = run_pyinfra(args.inventory, dry=True, limit=[h.name for h in hosts], stream=False)
     plans = plan_by_host(report)
@@ -145,6 +149,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def apply_hosts(args: argparse.Namespace, loaded: Loaded) -> tuple[dict[str, HostResult], float]:
     """Converge in rollout waves (citadel.rollout); after a wave that changed model hosts, let the
     gateway re-admit them and check it serves their models before the next wave (or stop)."""
+    preflight.check_identity_provider(loaded.cluster)
     results: dict[str, HostResult] = {}
     started = time.monotonic()
     phases = rollout_phases(_selected_hosts(loaded, args.limit))

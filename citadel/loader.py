@@ -18,6 +18,7 @@ from citadel import paths
 from citadel.components import BASE_ROLE, CONFIG_MODELS, ROLE_COMPONENTS, ROLES
 from citadel.errors import InventoryError, Problem
 from citadel.model.cluster import Cluster
+from citadel.operator_values import unfilled
 from citadel.secrets import SecretStore, load_secrets, missing_secret_problems
 from citadel.yamlfile import display_path, load_mapping
 
@@ -38,6 +39,8 @@ class Loaded:
     secrets: SecretStore
     inventory: Path
     files: list[str] = field(default_factory=list)
+    # keys still holding the operator-supplied sentinel (citadel.operator_values)
+    unfilled: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -52,17 +55,25 @@ class _Sources:
 
 
 def load_cluster(
-    inventory: str | Path, *, require_secrets: bool = False, secrets: SecretStore | None = None
+    inventory: str | Path,
+    *,
+    require_secrets: bool = False,
+    require_filled: bool = False,
+    secrets: SecretStore | None = None,
 ) -> Loaded:
-    """Load and validate; raise InventoryError carrying every problem found."""
+    """Load and validate; raise InventoryError carrying every problem found.
+
+    ``require_filled``: an operator-supplied value still holding its sentinel is a problem
+    (validate, plan, apply, verify); without it the inventory loads for previews and tests."""
     path = Path(inventory)
     sources = _Sources()
     problems: list[Problem] = []
     doc = _read_inventory(path, sources, problems, chain=())
     if doc is None:
         raise InventoryError(problems)
-    # group_data_dir is relative to the inventory file that declares it (default: ../group_data).
-    group_dir = path.parent / str(doc.pop("group_data_dir", None) or "../group_data")
+    # group_data_dir is relative to the inventory file that declares it (default: ../group_data),
+    # the one an `extends` chain ends at, wherever the extending file lives.
+    group_dir = doc.pop("_dir") / str(doc.pop("group_data_dir", None) or "../group_data")
     doc["group_data"] = _read_group_data(group_dir, sources, problems)
     for override_file, index, override in doc.pop("_overrides", []):
         _apply_override(doc, override_file, index, override, sources, problems)
@@ -70,6 +81,12 @@ def load_cluster(
         raise InventoryError(problems)
 
     merged, raw_hosts = _merge_sections(doc, sources, problems)
+    to_fill = unfilled(
+        merged.get("hosts") or [],
+        lambda loc: _origin(loc, raw_hosts, doc["group_data"], sources),
+    )
+    if require_filled:
+        problems += to_fill
     cluster = _validate(merged, raw_hosts, doc["group_data"], sources, problems)
     if cluster is not None:
         for dotted, message in cluster.check():
@@ -91,7 +108,9 @@ def load_cluster(
         problems += missing_secret_problems(needed, store, label)
     if problems or cluster is None:
         raise InventoryError(_dedupe(problems))
-    return Loaded(cluster=cluster, secrets=store, inventory=path, files=sources.files)
+    return Loaded(
+        cluster=cluster, secrets=store, inventory=path, files=sources.files, unfilled=to_fill
+    )
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -141,7 +160,7 @@ def _read_inventory(
                 )
             )
     sources.inventory = label
-    return {k: v for k, v in data.items() if k in INVENTORY_KEYS}
+    return {**{k: v for k, v in data.items() if k in INVENTORY_KEYS}, "_dir": path.parent}
 
 
 def _read_group_data(group_dir: Path, sources: _Sources, problems: list[Problem]) -> dict[str, Any]:
@@ -435,7 +454,9 @@ def _origin(
                     for prefix, file in sources.overridden.items():
                         if group_dotted.startswith(prefix):
                             return file, group_dotted
-                    return sources.group_files[role], loc_to_dotted((section, *rest))
+                    return sources.group_files.get(role, sources.inventory), loc_to_dotted(
+                        (section, *rest)
+                    )
     return sources.inventory, dotted
 
 

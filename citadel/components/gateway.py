@@ -30,8 +30,10 @@ T = TypeVar("T")
 
 
 class Auth(StrictModel):
-    # A JWKS URL (e.g. Clerk's) or a PEM public key given by path on the controller.
-    jwks_url: str | None = None
+    # A JWKS URL (e.g. Clerk's) or a PEM public key given by path on the controller. No default:
+    # an inventory says which (null for a local key); Clerk's is operator-supplied
+    # (citadel.operator_values), and `plan`/`apply` check it answers (citadel.preflight).
+    jwks_url: str | None
     public_key_file: str | None = None
     issuers: list[str] = Field(min_length=1)
     authorized_parties: list[str] = Field(default_factory=list)

