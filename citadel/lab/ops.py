@@ -59,9 +59,6 @@ def _cfg(config: LabConfig | None) -> LabConfig:
     return config if config is not None else LabConfig.from_env()
 
 
-# ---------------------------------------------------------------- state
-
-
 # ---------------------------------------------------------------- host lifecycle
 
 

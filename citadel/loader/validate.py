@@ -14,7 +14,6 @@ from citadel.errors import Problem
 from citadel.loader.sources import Sources
 from citadel.model.cluster import Cluster
 
-# -- validation and error locations -------------------------------------------------------------
 _MESSAGES = {
     "extra_forbidden": "unknown field (check the spelling)",
     "missing": "required field is missing",

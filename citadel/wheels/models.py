@@ -26,7 +26,6 @@ from citadel.wheels.store import (
 
 log = logging.getLogger(__name__)
 
-# -- models ----------------------------------------------------------------------------------
 
 _ASSEMBLE = (
     "import importlib, sys\n"

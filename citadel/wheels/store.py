@@ -35,9 +35,6 @@ class ChecksumError(ArtifactError):
     """An artifact's sha256 is not the pinned one."""
 
 
-# -- paths, hashing, locking -----------------------------------------------------------------
-
-
 def cache_dir() -> Path:
     """The cache root: ``$CITADEL_CACHE_DIR`` or ``/var/cache/citadel`` (read at call time)."""
     return paths.cache_dir()
