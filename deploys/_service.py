@@ -1,6 +1,7 @@
 """Service helpers for deploys: restart on a changed input, wait for a (re)started one to answer,
-the activate step of a service whose unit citadel writes (``unit_activate``), and the whole
-deploy of a service Debian packages (``apt_service``)."""
+the activate step of a service whose unit citadel writes (``unit_activate``), and the two whole
+deploy shapes: a service Debian packages (``apt_service``) and one whose unit citadel writes
+(``unit_service``: the service's data declared once as a ``UnitService``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from citadel.components import ORDER
+from citadel.components import ORDER, REGISTRY
 from citadel.model.common import ComponentConfig
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import Changes, put_files
+from deploys._files import Changes, put_changes, put_files
 
 C = TypeVar("C", bound=ComponentConfig)
 
@@ -81,17 +82,17 @@ def system_account(user: str, home: str, dirs: Sequence[str] = (), mode: str = "
 
 
 @contextmanager
-def _own_operations(position: int) -> Iterator[None]:
+def _own_operations(*position: int) -> Iterator[None]:
     """pyinfra (CLI) identifies an operation by the line numbers of its call stack, across hosts:
     the operations every ``apt_service`` deploy adds come from the same lines here, so two
     components would share one identity (and one merged name) between hosts with different
     components. The component's place in the converge order, as pyinfra's own loop position,
     keeps each one's operations its own and orders them as the converge does."""
-    host.loop_position.append(position)
+    host.loop_position.extend(position)
     try:
         yield
     finally:
-        host.loop_position.pop()
+        del host.loop_position[len(host.loop_position) - len(position) :]
 
 
 def restart_or_reload(
@@ -229,3 +230,94 @@ def apt_service(
         activate_(ctx, cfg, configure_(ctx, cfg))
 
     return ServiceDeploy(install_, configure_, activate_, apply)
+
+
+@dataclass(frozen=True)
+class UnitService(Generic[C]):
+    """The data of a service whose unit citadel writes, declared once by its deploy module:
+    ``component`` (its inventory section), ``service`` (the systemd unit), ``units`` (names the
+    daemon-reload), why it restarts (a unit, environment or ``install`` change) and reloads
+    (``reload_why``: a re-readable file changed), how it shows it is ready (``ready(ctx, cfg)``),
+    and ``deploy``, its deploy module's name where that is not the component's (the model
+    section's engines)."""
+
+    component: str
+    service: str
+    units: str
+    restart_why: str
+    ready: Callable[[DeployContext, C], Ready]
+    reload_why: str = "config changed"
+    deploy: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.deploy or self.component
+
+    def position(self) -> tuple[int, int]:
+        """Its place in the converge order, then among its component's deploy modules."""
+        deploys = REGISTRY[self.component].deploy_names
+        return ORDER.index(self.component), deploys.index(self.name)
+
+
+class UnitDeploy(NamedTuple, Generic[C]):
+    """A component's deploy: ``install, configure, activate, apply = unit_service(...)``."""
+
+    install: Callable[[DeployContext, C], list[OperationMeta]]
+    configure: Callable[[DeployContext, C], Changes]
+    activate: Callable[[DeployContext, C, Changes, list[OperationMeta]], None]
+    apply: Callable[[DeployContext, C], Changes]
+
+
+def unit_service(
+    spec: UnitService[C],
+    install: Callable[[DeployContext, C], list[OperationMeta]],
+    configure: Callable[[DeployContext, C], Changes] | None = None,
+) -> UnitDeploy[C]:
+    """The deploy of a service whose unit citadel writes: ``install`` (the module's own: returns
+    the operations whose change restarts the service), ``configure`` (default: write the
+    component's files, ``put_changes``), then ``unit_activate`` with ``spec``'s data. The deploys
+    are named ``<deploy>: install`` / ``configure`` / ``activate``; ``apply`` runs the three and
+    returns the written files' ``Changes`` (for a step after it, such as Ollama's models).
+
+    Every operation is made from these lines for every such service, so each one's operations
+    carry the service's own place (``UnitService.position``, see ``_own_operations``).
+    """
+    position = spec.position()
+
+    def write(ctx: DeployContext, cfg: C) -> Changes:
+        return put_changes(ctx.files(spec.component))
+
+    configure_body = configure or write
+
+    @deploy(f"{spec.name}: install")
+    def install_(ctx: DeployContext, cfg: C) -> list[OperationMeta]:
+        with _own_operations(*position):
+            return install(ctx, cfg)
+
+    @deploy(f"{spec.name}: configure")
+    def configure_(ctx: DeployContext, cfg: C) -> Changes:
+        with _own_operations(*position):
+            return configure_body(ctx, cfg)
+
+    @deploy(f"{spec.name}: activate")
+    def activate_(
+        ctx: DeployContext, cfg: C, changed: Changes, installed: list[OperationMeta]
+    ) -> None:
+        with _own_operations(*position):
+            unit_activate(
+                spec.service,
+                changed,
+                units=spec.units,
+                restart_why=spec.restart_why,
+                reload_why=spec.reload_why,
+                installed=installed,
+                ready=spec.ready(ctx, cfg),
+            )
+
+    def apply(ctx: DeployContext, cfg: C) -> Changes:
+        installed = install_(ctx, cfg)
+        changed = configure_(ctx, cfg)
+        activate_(ctx, cfg, changed, installed)
+        return changed
+
+    return UnitDeploy(install_, configure_, activate_, apply)

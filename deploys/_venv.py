@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyinfra import host
@@ -160,3 +160,24 @@ def install_project_service(
         force_main=True,
     )
     return [op] if op is not None else []
+
+
+def index_wheels(
+    requirement: str,
+    python_version: str,
+    *,
+    label: str,
+    env: Mapping[str, str] | None = None,
+    build_env: Mapping[str, str] | None = None,
+) -> tuple[Path, list[Path]]:
+    """A wheel from an index and its dependency wheels for the host's Python, fetched once on the
+    controller (``env``: pip's settings for both; ``build_env``, where given: the wheel's build
+    environment instead). What cannot be had is ``ArtifactUnavailable("<label>: why")``."""
+    try:
+        wheel = wheels.ensure_wheel(requirement, env if build_env is None else build_env)
+        deps_dir = wheels.ensure_dependency_wheels(
+            requirement, python_version=python_version, env=env
+        )
+    except wheels.ArtifactError as exc:
+        raise ArtifactUnavailable(f"{label}: {exc}") from None
+    return wheel, sorted(deps_dir.glob("*.whl"))

@@ -28,13 +28,10 @@ from citadel.components.model_server import (
     Config,
 )
 from deploys._context import DeployContext
-from deploys._deploy import deploy
-from deploys._files import Changes, put_changes
-from deploys._service import Ready, system_account, unit_activate
-from deploys._venv import host_python_version, install_wheels
+from deploys._service import Ready, UnitService, system_account, unit_service
+from deploys._venv import host_python_version, index_wheels, install_wheels
 
-SERVICE = "llama-cpp"
-USER = "llama-cpp"
+SERVICE = USER = "llama-cpp"  # the unit and the account it runs as
 STAGE = "/var/cache/citadel/wheels/llama-cpp"
 
 
@@ -44,13 +41,9 @@ def requirement(cfg: Config) -> str:
 
 def controller_wheels(cfg: Config, python_version: str) -> tuple[Path, list[Path]]:
     """The engine wheel and its dependency wheels, fetched once here."""
-    req = requirement(cfg)
-    try:
-        wheel = wheels.ensure_wheel(req, wheels.LLAMA_CPP_BUILD_ENV)
-        deps_dir = wheels.ensure_dependency_wheels(req, python_version=python_version)
-    except wheels.ArtifactError as exc:
-        raise ArtifactUnavailable(f"xllamacpp {cfg.llamacpp.version}: {exc}") from None
-    return wheel, sorted(deps_dir.glob("*.whl"))
+    label = f"xllamacpp {cfg.llamacpp.version}"
+    build = wheels.LLAMA_CPP_BUILD_ENV
+    return index_wheels(requirement(cfg), python_version, label=label, build_env=build)
 
 
 def controller_model(cfg: Config) -> Path | None:
@@ -65,8 +58,7 @@ def controller_model(cfg: Config) -> Path | None:
         raise ArtifactUnavailable(f"llama.cpp model {source}: {exc}") from None
 
 
-@deploy("llamacpp: install")
-def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def _install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     """Packages, user, venv with the pinned server, the model file. Returns what changed."""
     pyver = host_python_version()
     wheel, deps = controller_wheels(cfg, pyver)
@@ -105,31 +97,14 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     return changed
 
 
-@deploy("llamacpp: configure")
-def configure(ctx: DeployContext, cfg: Config) -> Changes:
-    return put_changes(ctx.files("model"))
+def ready(ctx: DeployContext, cfg: Config) -> Ready:
+    """/v1/models lists the served name."""
+    url = f"http://{ctx.host.address}:{cfg.port}/v1/models"
+    name, timeout_s = cfg.served_name, cfg.llamacpp.ready_timeout_s
+    return Ready(f"Wait until /v1/models lists {name}", url, f'"{name}"', timeout_s)
 
 
-@deploy("llamacpp: activate")
-def activate(
-    ctx: DeployContext, cfg: Config, unit: Changes, installed: list[OperationMeta]
-) -> None:
-    unit_activate(
-        SERVICE,
-        unit,
-        units="llama-cpp unit",
-        restart_why="unit, server or model changed",
-        installed=installed,
-        ready=Ready(
-            f"Wait until /v1/models lists {cfg.served_name}",
-            f"http://{ctx.host.address}:{cfg.port}/v1/models",
-            f'"{cfg.served_name}"',
-            cfg.llamacpp.ready_timeout_s,
-        ),
-    )
-
-
-def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    unit = configure(ctx, cfg)
-    activate(ctx, cfg, unit=unit, installed=installed)
+UNIT = UnitService(
+    "model", SERVICE, "llama-cpp unit", "unit, server or model changed", ready, deploy="llamacpp"
+)
+install, configure, activate, apply = unit_service(UNIT, _install)

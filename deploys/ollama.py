@@ -36,8 +36,7 @@ from citadel.components.model_server import (
 )
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import Changes, put_changes
-from deploys._service import Ready, system_account, unit_activate
+from deploys._service import Ready, UnitService, system_account, unit_service
 
 SERVICE = "ollama"
 USER = "ollama"
@@ -81,8 +80,7 @@ def ollama_cmd(cfg: Config, address: str, args: str) -> str:
     return f"OLLAMA_HOST={address}:{cfg.port} {OLLAMA_BIN} {args}"
 
 
-@deploy("ollama: install")
-def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def _install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     arch = str(host.get_fact(Arch) or "x86_64")
     tarball = fetch_release(ctx, cfg, arch)  # first: an unavailable artifact stops before any op
     version_dir = f"{OLLAMA_PREFIX}/{cfg.ollama.version}"
@@ -116,28 +114,15 @@ def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     return changed
 
 
-@deploy("ollama: configure")
-def configure(ctx: DeployContext, cfg: Config) -> Changes:
-    return put_changes(ctx.files("model"))
+def ready(ctx: DeployContext, cfg: Config) -> Ready:
+    url = f"http://{ctx.host.address}:{cfg.port}/api/version"
+    return Ready("Wait until /api/version answers", url, '"version"', cfg.ollama.ready_timeout_s)
 
 
-@deploy("ollama: activate")
-def activate(
-    ctx: DeployContext, cfg: Config, written: Changes, installed: list[OperationMeta]
-) -> None:
-    unit_activate(
-        SERVICE,
-        written,
-        units="ollama",
-        restart_why="unit, drop-in or binary changed",
-        installed=installed,
-        ready=Ready(
-            "Wait until /api/version answers",
-            f"http://{ctx.host.address}:{cfg.port}/api/version",
-            '"version"',
-            cfg.ollama.ready_timeout_s,
-        ),
-    )
+UNIT = UnitService(
+    "model", SERVICE, "ollama", "unit, drop-in or binary changed", ready, deploy="ollama"
+)
+install, configure, activate, _unit_apply = unit_service(UNIT, _install)
 
 
 @deploy("ollama: models")
@@ -163,7 +148,5 @@ def models(ctx: DeployContext, cfg: Config, modelfile: list[OperationMeta]) -> N
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    written = configure(ctx, cfg)
-    activate(ctx, cfg, written=written, installed=installed)
+    written = _unit_apply(ctx, cfg)
     models(ctx, cfg, modelfile=written.none)  # the Modelfile (FileSpec.on_change "none")

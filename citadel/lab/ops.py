@@ -1,4 +1,9 @@
-"""Lab operations: up, status, ssh, down, destroy, stop_host, start_host."""
+"""Lab operations: up, status, ssh, down, destroy, stop_host, start_host, and the host lifecycle
+behind them (reclaim what a dead run left, prepare a host's tree, boot it, wait for its sshd).
+
+What the lab needs of the machine it runs on is citadel.lab.prereqs; what it keeps on disk per
+host (keys, pids, known_hosts) is citadel.lab.hoststate.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +29,26 @@ from citadel.lab.config import (
     find_host,
     validate_hosts,
 )
+from citadel.lab.hoststate import (
+    console_tail,
+    ensure_ssh_key,
+    host_key,
+    host_running,
+    known_host_names,
+    read_pid,
+    sshd_answers,
+    write_if_changed,
+    write_known_hosts,
+)
+from citadel.lab.prereqs import (
+    check_overlay,
+    ensure_prereqs,
+    machine_dns,
+    raise_inotify_limits,
+    require_root,
+)
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")
-
-PREREQS = {
-    "debootstrap": "debootstrap",
-    "systemd-nspawn": "systemd-container",
-    "nft": "nftables",
-    "ip": "iproute2",
-    "ssh-keygen": "openssh-client",
-    "ssh": "openssh-client",
-}
 
 
 def _log(msg: str) -> None:
@@ -44,174 +57,6 @@ def _log(msg: str) -> None:
 
 def _cfg(config: LabConfig | None) -> LabConfig:
     return config if config is not None else LabConfig.from_env()
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise LabError(
-            "must run as root (the lab mounts overlays, boots containers, makes a bridge)"
-        )
-
-
-def ensure_prereqs(log: system.Log) -> None:
-    missing = sorted({pkg for cmd, pkg in PREREQS.items() if shutil.which(cmd) is None})
-    if not missing:
-        return
-    log(f"installing prerequisites: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            raise LabError(f"`{' '.join(argv[:3])}` failed: {' '.join(tail)}")
-
-
-def check_overlay() -> None:
-    def has() -> bool:
-        try:
-            return "overlay" in Path("/proc/filesystems").read_text().split()
-        except OSError:
-            return False
-
-    if not has():
-        system.run(["modprobe", "overlay"], check=False)
-    if not has():
-        raise LabError("kernel feature missing: overlay filesystem (modprobe overlay failed)")
-
-
-# Every booted systemd uses inotify instances; the kernel default (128 per user) runs out
-# at about 20 hosts ("Failed to allocate manager object: Too many open files").
-INOTIFY_MINIMUMS = {
-    "/proc/sys/fs/inotify/max_user_instances": 8192,
-    "/proc/sys/fs/inotify/max_user_watches": 524288,
-}
-
-
-def raise_inotify_limits() -> None:
-    for path, minimum in INOTIFY_MINIMUMS.items():
-        try:
-            if int(Path(path).read_text()) < minimum:
-                Path(path).write_text(f"{minimum}\n")
-        except (OSError, ValueError):
-            pass
-
-
-def machine_dns(config: LabConfig) -> list[str]:
-    if config.dns:
-        return list(config.dns)
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        text = ""
-    dns = render.parse_resolv_conf(text)
-    if not dns:
-        raise LabError(
-            "no usable resolver in /etc/resolv.conf (loopback resolvers are unreachable "
-            "from the lab hosts); set LabConfig.dns"
-        )
-    return dns
-
-
-# ---------------------------------------------------------------- state
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write only when the content differs (keeps mtimes stable for idempotent runs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if path.read_text() == text:
-            os.chmod(path, mode)
-            return
-    except OSError:
-        pass
-    if path.is_symlink():
-        path.unlink()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    tmp.rename(path)
-
-
-def ensure_ssh_key(paths: LabPaths) -> str:
-    paths.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(paths.ssh_dir, 0o700)
-    paths.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(paths.state_dir, 0o700)
-    if not paths.ssh_key.exists():
-        system.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "citadel-lab",
-                "-f",
-                str(paths.ssh_key),
-            ]
-        )
-    return Path(f"{paths.ssh_key}.pub").read_text().strip()
-
-
-def host_key(hd: Path, name: str) -> Path:
-    key = hd / "ssh_host_ed25519_key"
-    if not key.exists():
-        hd.mkdir(parents=True, exist_ok=True)
-        system.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(key)]
-        )
-    return key
-
-
-def write_known_hosts(paths: LabPaths, hosts: list[LabHost]) -> None:
-    entries = [
-        (h, Path(f"{host_key(paths.host_dir(h.name), h.name)}.pub").read_text()) for h in hosts
-    ]
-    _write(paths.known_hosts, render.known_hosts_lines(entries))
-
-
-def read_pid(hd: Path) -> int | None:
-    try:
-        return int((hd / "pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def host_running(paths: LabPaths, name: str) -> int | None:
-    hd = paths.host_dir(name)
-    pid = read_pid(hd)
-    if pid is not None and system.is_nspawn_for(pid, hd / "root"):
-        return pid
-    return None
-
-
-def known_host_names(paths: LabPaths) -> list[str]:
-    if not paths.hosts_dir.is_dir():
-        return []
-    return sorted(p.name for p in paths.hosts_dir.iterdir() if p.is_dir())
-
-
-def sshd_answers(address: str, timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((address, 22), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def console_tail(hd: Path, lines: int = 15) -> str:
-    try:
-        text = (hd / "console.log").read_text(errors="replace")
-    except OSError:
-        return "(no console log)"
-    tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
-    out = " | ".join(ln.strip() for ln in tail) or "(console log empty)"
-    if "Too many open files" in out:
-        out += " (hint: raise fs.inotify.max_user_instances)"
-    return out
 
 
 # ---------------------------------------------------------------- host lifecycle
@@ -279,7 +124,7 @@ def _prepare_host(
             d.mkdir(parents=True)
         (hd / ".initialized").unlink(missing_ok=True)
     record = {"name": host.name, "address": host.address, "suite": host.suite}
-    _write(hd / "host.json", json.dumps(record) + "\n")
+    write_if_changed(hd / "host.json", json.dumps(record) + "\n")
     system.run(
         [
             "mount",
@@ -293,21 +138,21 @@ def _prepare_host(
     )
     first = not (hd / ".initialized").exists()
     if first:
-        _write(root / "etc/hostname", host.name + "\n")
-        _write(root / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
-        _write(root / "etc/ssh/ssh_host_ed25519_key", key.read_text(), 0o600)
-        _write(root / "etc/ssh/ssh_host_ed25519_key.pub", Path(f"{key}.pub").read_text())
+        write_if_changed(root / "etc/hostname", host.name + "\n")
+        write_if_changed(root / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+        write_if_changed(root / "etc/ssh/ssh_host_ed25519_key", key.read_text(), 0o600)
+        write_if_changed(root / "etc/ssh/ssh_host_ed25519_key.pub", Path(f"{key}.pub").read_text())
     # Lab-owned files, rewritten at every start so a changed address/resolver takes effect.
-    _write(root / render.NETWORKD_FILE, render.networkd_file(config, host, dns))
-    _write(root / "etc/resolv.conf", render.resolv_conf(dns))
-    _write(root / "etc/hosts", render.etc_hosts(host, hosts))
+    write_if_changed(root / render.NETWORKD_FILE, render.networkd_file(config, host, dns))
+    write_if_changed(root / "etc/resolv.conf", render.resolv_conf(dns))
+    write_if_changed(root / "etc/hosts", render.etc_hosts(host, hosts))
     ak = root / "root/.ssh/authorized_keys"
     ak.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(ak.parent, 0o700)
     existing = ak.read_text() if ak.exists() else ""
     if pub not in existing.splitlines():
         sep = "" if not existing or existing.endswith("\n") else "\n"
-        _write(ak, existing + sep + pub + "\n", 0o600)
+        write_if_changed(ak, existing + sep + pub + "\n", 0o600)
     (hd / ".initialized").touch()
 
 
@@ -336,7 +181,7 @@ def _boot(config: LabConfig, paths: LabPaths, host: LabHost) -> int:
     cmd = render.nspawn_shell_command(render.nspawn_argv(config, host, hd / "root"), log_path)
     res = system.run(["sh", "-c", cmd])
     pid = int(res.stdout.strip())
-    _write(hd / "pid", f"{pid}\n")
+    write_if_changed(hd / "pid", f"{pid}\n")
     # $! is setsid until it execs nspawn: wait for the exec so liveness checks are exact.
     deadline = time.monotonic() + 10
     while not system.is_nspawn_for(pid, hd / "root"):
@@ -344,7 +189,7 @@ def _boot(config: LabConfig, paths: LabPaths, host: LabHost) -> int:
             raise LabError(f"host {host.name} did not start; console: {console_tail(hd)}")
         time.sleep(0.05)
     st = os.stat(hd / "root")
-    _write(hd / "nspawn-lock", f"{NSPAWN_RUN}/locks/inode-{st.st_dev}:{st.st_ino}\n")
+    write_if_changed(hd / "nspawn-lock", f"{NSPAWN_RUN}/locks/inode-{st.st_dev}:{st.st_ino}\n")
     return pid
 
 
@@ -370,7 +215,7 @@ def _wait_sshd(config: LabConfig, paths: LabPaths, hosts: list[LabHost]) -> None
 
 
 def _lab_state(config: LabConfig, paths: LabPaths) -> None:
-    _write(
+    write_if_changed(
         paths.state_dir / "lab.json",
         json.dumps(
             {

@@ -12,6 +12,7 @@ import pytest
 from citadel import wheels
 from citadel.components.gpu_exporter import UNIT
 from citadel.render import render_host
+from citadel.wheels import project as wheel_project
 from deploys import _venv, gpu_exporter
 from deploys.facts.gpu import GpuInventory
 
@@ -106,7 +107,7 @@ def test_project_wheel_is_built_once_per_source_state(
         with zipfile.ZipFile(out / "demo_pkg-0.1.0-py3-none-any.whl", "w") as zf:
             zf.writestr("demo_pkg/__init__.py", (src / "demo_pkg" / "__init__.py").read_text())
 
-    monkeypatch.setattr(wheels, "_run", fake_run)
+    monkeypatch.setattr(wheel_project, "run", fake_run)
     project = _project(tmp_path)
     cache = tmp_path / "cache"
     first = wheels.ensure_project_wheel(project, cache=cache)

