@@ -126,11 +126,12 @@ class Changes(NamedTuple):
     restart: list[OperationMeta]
     reload: list[OperationMeta]
     none: list[OperationMeta]
+    relisten: list[OperationMeta]
 
 
 def changes(rendered: Sequence[RenderedFile], ops: Sequence[OperationMeta]) -> Changes:
     """Group the operations of ``put_files(rendered)`` by their files' ``on_change``."""
-    out = Changes([], [], [])
+    out = Changes([], [], [], [])
     for f, op in zip(rendered, ops, strict=True):
         getattr(out, f.spec.on_change).append(op)
     return out

@@ -142,6 +142,7 @@ def unit_activate(
     ready: Ready,
     installed: Sequence[OperationMeta] = (),
     reload_why: str = "config changed",
+    sockets: Sequence[str] = (),
 ) -> None:
     """The activate step of a service whose unit citadel writes, in this order:
 
@@ -152,13 +153,36 @@ def unit_activate(
     4. ``Reload <service> (<reload_why>)`` when only a re-readable file (``changed.reload``)
        changed (not when the service was restarted or started anyway; absent when it has none);
     5. ``ready.name``: wait until it answers (``ready_check``), only after any of that.
+
+    With ``sockets`` (socket activation: systemd holds the listening sockets, so a restart
+    refuses no connection) those run and are enabled before the service; a changed socket unit
+    (``changed.relisten``) stops the service and re-creates its sockets first.
     """
-    systemd.daemon_reload(name=f"Reload systemd units ({units})", _if=any_changed(*changed.restart))
+    relisten = changed.relisten
+    systemd.daemon_reload(
+        name=f"Reload systemd units ({units})", _if=any_changed(*changed.restart, *relisten)
+    )
+    for socket in sockets:
+        if relisten:
+            systemd.service(
+                name=f"Stop {service} (its socket changed)",
+                service=service,
+                running=False,
+                _if=any_changed(*relisten),
+            )
+            systemd.service(
+                name=f"Restart {socket} (its unit changed)",
+                service=socket,
+                running=True,
+                restarted=True,
+                _if=any_changed(*relisten),
+            )
+        systemd.service(name=f"Run {socket}", service=socket, running=True, enabled=True)
     restarted = systemd.service(
         name=f"Restart {service} ({restart_why})",
         service=service,
         restarted=True,
-        _if=any_changed(*changed.restart, *installed),
+        _if=any_changed(*changed.restart, *relisten, *installed),
     )
     started = systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
     reload = changed.reload
@@ -248,6 +272,7 @@ class UnitService(Generic[C]):
     ready: Callable[[DeployContext, C], Ready]
     reload_why: str = "config changed"
     deploy: str | None = None
+    sockets: tuple[str, ...] = ()  # its socket units (socket activation: unit_activate)
 
     @property
     def name(self) -> str:
@@ -312,6 +337,7 @@ def unit_service(
                 reload_why=spec.reload_why,
                 installed=installed,
                 ready=spec.ready(ctx, cfg),
+                sockets=spec.sockets,
             )
 
     def apply(ctx: DeployContext, cfg: C) -> Changes:

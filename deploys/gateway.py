@@ -13,88 +13,52 @@ for that moment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files
 
 from citadel.components.edge_tls import GATEWAY_SOCKET
-from citadel.components.gateway import ETC, SOCKET_UNIT, VENV, Config
+from citadel.components.gateway import ETC, VENV, Config
 from citadel.releases import release_wheels
 from deploys._context import DeployContext
-from deploys._deploy import deploy
-from deploys._files import Changes, changes, put_files
-from deploys._service import Ready, unit_activate
+from deploys._files import Changes, put_changes
+from deploys._service import Ready, UnitService, unit_service
 from deploys._venv import host_python_version, install_project_service
 
 PROJECT = Path(__file__).resolve().parent.parent / "services" / "gateway"
 STAGE = "/var/cache/citadel/wheels/gateway"
 SERVICE = "citadel-gateway"
-SOCKET = "citadel-gateway.socket"
 USER = "citadel-gateway"
 
 
-@deploy("gateway: install")
-def install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
+def _install(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
     built = release_wheels(PROJECT, cfg.version, SERVICE, host_python_version())
     return install_project_service(built, label=SERVICE, venv=VENV, stage=STAGE, user=USER)
 
 
-class Configured(NamedTuple):
-    changed: Changes
-    socket: list[OperationMeta]  # the socket unit's own operation: it re-creates the socket
-
-
-@deploy("gateway: configure")
-def configure(ctx: DeployContext, cfg: Config) -> Configured:
-    """config.yml, the key and the secrets reload (their FileSpec.on_change); the units restart."""
+def _configure(ctx: DeployContext, cfg: Config) -> Changes:
+    """config.yml, the key and the secrets reload (their FileSpec.on_change); the unit restarts,
+    the socket unit re-creates the socket."""
     for path in (ETC, f"{ETC}/secrets"):
         files.directory(name=f"Directory {path}", path=path, user="root", group=USER, mode="0750")
-    rendered = ctx.files("gateway")
-    ops = put_files(rendered)
-    socket = [op for f, op in zip(rendered, ops, strict=True) if f.spec.dest == SOCKET_UNIT]
-    return Configured(changes(rendered, ops), socket)
+    return put_changes(ctx.files("gateway"))
 
 
-@deploy("gateway: activate")
-def activate(
-    ctx: DeployContext, cfg: Config, configured: Configured, installed: list[OperationMeta]
-) -> None:
+def ready(ctx: DeployContext, cfg: Config) -> Ready:
     if ctx.host.edge_tls is not None and ctx.view.deployed(ctx.host, "edge_tls"):
         url = f"--unix-socket {GATEWAY_SOCKET} http://localhost/health"  # nginx fronts it
     else:
         url = f"http://127.0.0.1:{cfg.port}/health"
-    changed, socket_changed = configured
-    # a new listen address: the socket is re-created, with the gateway stopped meanwhile
-    systemd.daemon_reload(
-        name="Reload systemd units (gateway socket)", _if=any_changed(*socket_changed)
-    )
-    systemd.service(
-        name=f"Stop {SERVICE} (its socket changed)",
-        service=SERVICE,
-        running=False,
-        _if=any_changed(*socket_changed),
-    )
-    systemd.service(
-        name=f"Restart {SOCKET} (its unit changed)",
-        service=SOCKET,
-        running=True,
-        restarted=True,
-        _if=any_changed(*socket_changed),
-    )
-    systemd.service(name=f"Run {SOCKET}", service=SOCKET, running=True, enabled=True)
-    unit_activate(
-        SERVICE,
-        changed,
-        units="gateway unit",
-        restart_why="package or unit changed",
-        reload_why="config, key or secret changed",
-        installed=installed,
-        ready=Ready(f"Wait until {url} answers", url, '"status"', 60),
-    )
+    return Ready(f"Wait until {url} answers", url, '"status"', 60)
 
 
-def apply(ctx: DeployContext, cfg: Config) -> None:
-    installed = install(ctx, cfg)
-    activate(ctx, cfg, configure(ctx, cfg), installed)
+UNIT = UnitService(
+    "gateway",
+    SERVICE,
+    "gateway unit",
+    "package or unit changed",
+    ready,
+    reload_why="config, key or secret changed",
+    sockets=(f"{SERVICE}.socket",),
+)
+install, configure, activate, apply = unit_service(UNIT, _install, _configure)

@@ -154,6 +154,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         FileSpec(
             dest=SOCKET_UNIT,
             template="gateway/citadel-gateway.socket.j2",
+            on_change="relisten",
             extra={"listen": listen_stream(view, cfg)},
         ),
         FileSpec(

@@ -21,7 +21,9 @@ class FileSpec:
     validate: str | None = None
     # What a change to this file does to the component's service: "restart" (read at start: a
     # unit, its environment, keys), "reload" (re-read on reload/SIGHUP), "none" (read by
-    # something else, e.g. Ollama's Modelfile: the model is re-created, the server keeps running).
-    on_change: Literal["restart", "reload", "none"] = "restart"
+    # something else, e.g. Ollama's Modelfile: the model is re-created, the server keeps running),
+    # "relisten" (a socket unit: the socket is re-created, its service stopped meanwhile; any
+    # other restart of that service keeps the socket and so refuses no connection).
+    on_change: Literal["restart", "reload", "none", "relisten"] = "restart"
     # Extra template variables.
     extra: dict[str, Any] = field(default_factory=dict)
