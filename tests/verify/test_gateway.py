@@ -80,6 +80,20 @@ def test_service_runs(target):
     assert service.is_running and service.is_enabled
 
 
+def test_its_listening_socket_is_systemds(target):
+    """An upgrade's restart refuses no connection (docs/upgrades.md): systemd holds the socket
+    and the running gateway serves the one it was handed, not one of its own."""
+    infra = target.infra
+    socket = infra.service("citadel-gateway.socket")
+    assert socket.is_running and socket.is_enabled
+    pid = infra.check_output("systemctl show -p MainPID --value citadel-gateway").strip()
+    started = infra.check_output(
+        f"journalctl _PID={pid} -o cat --no-pager | grep -cF 'serving the sockets systemd passed'"
+        " || true"
+    ).strip()
+    assert started not in ("", "0"), f"gateway pid {pid} did not start on systemd's socket"
+
+
 def exposure(report: str) -> float:
     """The overall exposure level (0-10) of a `systemd-analyze security UNIT` report."""
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", report)
