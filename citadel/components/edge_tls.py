@@ -23,7 +23,7 @@ NGINX_CHECK = "/usr/local/lib/citadel/check-nginx"
 SITE = "/etc/nginx/conf.d/citadel-edge-tls.conf"
 SELF_SIGNED_CERT = "/etc/ssl/citadel/edge-selfsigned.crt"
 SELF_SIGNED_KEY = "/etc/ssl/private/citadel-edge-selfsigned.key"
-# The gateway's socket when nginx fronts it (its unit's RuntimeDirectory; uvicorn makes it 0666).
+# The gateway's socket when nginx fronts it: systemd makes it, 0666 (citadel-gateway.socket).
 GATEWAY_SOCKET = "/run/citadel-gateway/gateway.sock"
 
 

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=cfg.listen.drain_s,
+        timeout_keep_alive=5,  # > nginx's upstream keepalive_timeout (4 s): nginx closes first
     )
 
     class Supervisor(Multiprocess):
