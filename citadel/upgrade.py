@@ -236,7 +236,8 @@ def set_pin(inventory: Path, pin: Pin, version: str, *, rollback: bool) -> dict[
 
 def previous_pin(inventory: Path, name: str) -> str:
     """The version before the last upgrade of ``name`` (what `rollback` goes back to)."""
-    entries = [e for e in read_history(inventory) if e.get("pin") == name]
+    # a rollback's own entry is not an upgrade to go back from (rollback twice stays back)
+    entries = [e for e in read_history(inventory) if e.get("pin") == name and not e.get("rollback")]
     if not entries:
         raise CitadelError(
             f"rollback {name}: {display_path(history_path(inventory))} records no upgrade of it; "

@@ -144,6 +144,11 @@ def test_rollback_puts_the_previous_pin_back_byte_for_byte(repo: Path) -> None:
     assert back["rollback"] is True and back["to"] == "0.32.0"
     assert lab.read_text() == original
     assert "rollback pending" in upgrade.describe(back)
+    back["state"] = "rolled"
+    upgrade._update(lab, back)
+    assert upgrade.previous_pin(lab, "vllm") == "0.32.0"  # a second rollback stays back
+    with pytest.raises(CitadelError, match="already"):
+        upgrade.set_pin(lab, upgrade.PINS["vllm"], "0.32.0", rollback=True)
 
 
 def test_rollback_without_history_names_the_way_out(repo: Path) -> None:
