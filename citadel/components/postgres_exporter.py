@@ -9,7 +9,7 @@ from pydantic import Field
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -61,6 +61,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             secret=True,
             extra={"pg": pg, "env_quote": env_quote},
         ),
+        sandbox_dropin("prometheus-postgres-exporter", "postgres_exporter/sandbox.conf.j2"),
     ]
 
 
