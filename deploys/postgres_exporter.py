@@ -10,6 +10,7 @@ from pyinfra.operations import server
 from citadel.components import postgres
 from citadel.components.postgres_exporter import ROLE_SQL, Config
 from deploys._context import DeployContext
+from deploys._files import changes
 from deploys._service import apt_service, restart_on_change
 from deploys.facts.postgres import PostgresState
 from deploys.postgres import psql
@@ -22,7 +23,8 @@ def _activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> 
     when its environment file or its sandbox drop-in changed."""
     pg = ctx.host.postgres
     assert pg is not None
-    role_file, env_file, sandbox = changed
+    grouped = changes(ctx.files("postgres_exporter"), changed)
+    (role_file,) = grouped.none
     state = host.get_fact(PostgresState, port=pg.port, database=pg.database, roles=[cfg.role])
     verifier = postgres.scram_sha256(ctx.secret("postgres_exporter_password"), cfg.role)
     r = state["roles"].get(cfg.role)
@@ -32,7 +34,7 @@ def _activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> 
         commands=[f"{psql(pg, 'postgres')} -f - < {ROLE_SQL}"],
         _if=[] if drift else [role_file.did_change],
     )
-    restart_on_change(SERVICE, [env_file, sandbox])
+    restart_on_change(SERVICE, [*grouped.restart, *grouped.unit])
 
 
 install, configure, activate, apply = apt_service(

@@ -53,6 +53,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             mode="0600",
             secret=True,
             extra={"pg": pg, "verifier": verifier, "literal": postgres.sql_literal},
+            on_change="none",  # psql applies it (the deploy); the exporter does not read it
         ),
         FileSpec(
             dest=ENV_FILE,
