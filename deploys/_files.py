@@ -19,7 +19,7 @@ from pyinfra import host, state
 from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.connectors.util import CommandOutput
-from pyinfra.operations import files, server
+from pyinfra.operations import files, server, systemd
 
 from citadel.render import RenderedFile
 
@@ -44,7 +44,8 @@ def put_file(f: RenderedFile) -> OperationMeta:
     """Upload one file; with a validator, stage + check it first and only then replace the live one.
 
     A candidate that fails its check is removed from staging, so the next run checks it again
-    instead of installing it.
+    instead of installing it. A drop-in (``on_change="unit"``) is followed by systemd's reload of
+    its units when it changed: the restart its component then does starts the new settings.
     """
     spec = f.spec
     with _no_diff(spec.secret):
@@ -63,7 +64,7 @@ def put_file(f: RenderedFile) -> OperationMeta:
                 commands=[f"{check} || {{ rm -f {staged}; exit 1; }}"],
                 _if=candidate.did_change,
             )
-        return files.put(
+        written = files.put(
             name=f"Write {spec.dest}",
             src=io.StringIO(f.content),
             dest=spec.dest,
@@ -72,6 +73,11 @@ def put_file(f: RenderedFile) -> OperationMeta:
             mode=spec.mode,
             create_remote_dir=True,
         )
+    if spec.on_change == "unit":
+        systemd.daemon_reload(
+            name=f"Reload systemd units ({spec.dest} changed)", _if=written.did_change
+        )
+    return written
 
 
 class ManagedFiles(FactBase[dict[str, tuple[int, str, str, str]]]):
@@ -121,17 +127,20 @@ def put_files(rendered: list[RenderedFile]) -> list[OperationMeta]:
 
 
 class Changes(NamedTuple):
-    """A component's file operations grouped by what a change does (``FileSpec.on_change``)."""
+    """A component's file operations grouped by what a change does (``FileSpec.on_change``).
+    ``unit``: drop-ins of packaged units, each reloaded by systemd with its write (put_file);
+    their service restarts. ``relisten``: socket units (unit_activate re-creates the socket)."""
 
     restart: list[OperationMeta]
     reload: list[OperationMeta]
     none: list[OperationMeta]
+    unit: list[OperationMeta]
     relisten: list[OperationMeta]
 
 
 def changes(rendered: Sequence[RenderedFile], ops: Sequence[OperationMeta]) -> Changes:
     """Group the operations of ``put_files(rendered)`` by their files' ``on_change``."""
-    out = Changes([], [], [], [])
+    out = Changes([], [], [], [], [])
     for f, op in zip(rendered, ops, strict=True):
         getattr(out, f.spec.on_change).append(op)
     return out

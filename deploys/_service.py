@@ -104,15 +104,15 @@ def restart_or_reload(
     reload_why: str,
 ) -> None:
     """Keep ``service`` running; restart it when a file it reads only at start changed (its
-    ``FileSpec.on_change`` "restart": its command line's defaults file), reload it when one it
-    re-reads changed ("reload")."""
+    ``FileSpec.on_change`` "restart": its command line's defaults file; "unit": its sandbox
+    drop-in), reload it when one it re-reads changed ("reload")."""
     with _own_operations(ORDER.index(component)):
         systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
         systemd.service(
             name=f"Restart {service} ({restart_why})",
             service=service,
             restarted=True,
-            _if=any_changed(*changed.restart),
+            _if=any_changed(*changed.restart, *changed.unit),
         )
         systemd.service(
             name=f"Reload {service} ({reload_why})",
@@ -120,6 +120,24 @@ def restart_or_reload(
             reloaded=True,
             _if=any_changed(*changed.reload),
         )
+
+
+def nginx_activate(written: Changes) -> None:
+    """nginx restarted when its sandbox drop-in changed (``written.unit``), else reloaded when
+    the site changed, and kept running."""
+    restarted = systemd.service(
+        name="Restart nginx (sandbox changed)",
+        service="nginx",
+        restarted=True,
+        _if=any_changed(*written.unit),
+    )
+    systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
+    systemd.service(
+        name="Reload nginx (site changed, checked with nginx -t)",
+        service="nginx",
+        reloaded=True,
+        _if=lambda: any(op.did_change() for op in written.reload) and not restarted.did_change(),
+    )
 
 
 @dataclass(frozen=True)
@@ -182,7 +200,7 @@ def unit_activate(
         name=f"Restart {service} ({restart_why})",
         service=service,
         restarted=True,
-        _if=any_changed(*changed.restart, *relisten, *installed),
+        _if=any_changed(*changed.restart, *changed.unit, *relisten, *installed),
     )
     started = systemd.service(name=f"Run {service}", service=service, running=True, enabled=True)
     reload = changed.reload

@@ -42,7 +42,7 @@ def activate(ctx: DeployContext, cfg: Config, changed: Changes) -> None:
         "alertmanager",
         SERVICE,
         changed,
-        restart_why="listen address changed",
+        restart_why="listen address or sandbox changed",
         reload_why="configuration or receiver secret changed",
     )
 

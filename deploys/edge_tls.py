@@ -10,15 +10,14 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import apt, files, server
 
 from citadel.components.edge_tls import Config
 from deploys._context import DeployContext
 from deploys._deploy import deploy
-from deploys._files import put_files
+from deploys._files import Changes, put_changes
+from deploys._service import nginx_activate
 
 
 @deploy("edge_tls: install")
@@ -61,19 +60,13 @@ def install(ctx: DeployContext, cfg: Config) -> None:
 
 
 @deploy("edge_tls: configure")
-def configure(ctx: DeployContext, cfg: Config) -> list[OperationMeta]:
-    return put_files(ctx.files("edge_tls"))
+def configure(ctx: DeployContext, cfg: Config) -> Changes:
+    return put_changes(ctx.files("edge_tls"))
 
 
 @deploy("edge_tls: activate")
-def activate(ctx: DeployContext, cfg: Config, changed: list[OperationMeta]) -> None:
-    systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
-    systemd.service(
-        name="Reload nginx (site changed, checked with nginx -t)",
-        service="nginx",
-        reloaded=True,
-        _if=any_changed(*changed),
-    )
+def activate(ctx: DeployContext, cfg: Config, changed: Changes) -> None:
+    nginx_activate(changed._replace(reload=changed.restart + changed.reload))
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:

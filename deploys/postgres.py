@@ -85,13 +85,14 @@ def activate(ctx: DeployContext, cfg: Config, changed: dict[str, OperationMeta])
     service = model.service_name(cfg)
     d = model.conf_dir(cfg)
     restart_conf = changed[f"{d}/conf.d/10-citadel-restart.conf"]  # archive_mode too
+    sandbox = changed[model.sandbox_dropin_path(cfg)]
     reload_conf = changed[f"{d}/conf.d/20-citadel.conf"]
     hba = changed[f"{d}/pg_hba.conf"]
     systemd.service(
-        name=f"Restart {service} (listen/memory/connections/archive_mode changed)",
+        name=f"Restart {service} (listen/memory/connections/archive_mode or sandbox changed)",
         service=service,
         restarted=True,
-        _if=any_changed(restart_conf),
+        _if=any_changed(restart_conf, sandbox),
     )
     systemd.service(
         name=f"Reload {service} (pg_hba or parameters changed)",

@@ -67,7 +67,7 @@ def activate(ctx: DeployContext, cfg: Config, changed: Changes) -> None:
         "prometheus",
         SERVICE,
         changed,
-        restart_why="listen address or retention changed",
+        restart_why="listen address, retention or sandbox changed",
         reload_why="configuration or rules changed",
     )
 

@@ -18,7 +18,7 @@ import shlex
 from pathlib import Path
 
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
 from citadel import wheels
@@ -38,7 +38,7 @@ from citadel.components.webui import (
 from deploys._context import DeployContext
 from deploys._deploy import deploy
 from deploys._files import Changes, put_changes
-from deploys._service import Ready, system_account, unit_activate
+from deploys._service import Ready, nginx_activate, system_account, unit_activate
 from deploys._venv import DEFAULT_PYTHON, install_wheels, interpreter_version
 
 PACKAGES = ["nginx", "python3-venv", "curl"]
@@ -146,10 +146,11 @@ def admin_command(cfg: Config) -> str:
 def activate(
     ctx: DeployContext, cfg: Config, written: Changes, installed: list[OperationMeta]
 ) -> None:
-    # The site is nginx's (Changes.reload); OpenWebUI restarts on its package, unit and env.
+    # The site and the drop-in are nginx's (Changes.reload, .unit); OpenWebUI restarts on its
+    # package, unit and env.
     unit_activate(
         SERVICE,
-        written._replace(reload=[]),
+        written._replace(reload=[], unit=[]),
         units="open-webui unit",
         restart_why="package, unit or settings changed",
         installed=installed,
@@ -165,13 +166,7 @@ def activate(
         commands=[admin_command(cfg)],
         _if=any_changed(*installed, *written.restart),
     )
-    systemd.service(name="Run nginx", service="nginx", running=True, enabled=True)
-    systemd.service(
-        name="Reload nginx (site changed, checked with nginx -t)",
-        service="nginx",
-        reloaded=True,
-        _if=any_changed(*written.reload),
-    )
+    nginx_activate(written)
 
 
 def apply(ctx: DeployContext, cfg: Config) -> None:

@@ -31,7 +31,7 @@ from citadel.model.common import (
     StrictModel,
 )
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -248,6 +248,9 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
                 "config_file": CONFIG_FILE,
                 "storage_dir": STORAGE_DIR,
             },
+        ),
+        sandbox_dropin(
+            "prometheus-alertmanager", "alertmanager/sandbox.conf.j2", storage_dir=STORAGE_DIR
         ),
     ]
     return out

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -86,7 +86,13 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
                 "timeout_s": int(gateway.backend_timeout_s) + 30,
             },
         ),
+        nginx_sandbox(),
     ]
+
+
+def nginx_sandbox() -> FileSpec:
+    """nginx's sandbox drop-in (edge_tls and webui both run Debian's nginx)."""
+    return sandbox_dropin("nginx", "_shared/nginx-sandbox.conf.j2")
 
 
 COMPONENT = Component(name="edge_tls", config=Config, role="gateway", files=files)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -33,7 +33,8 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
         FileSpec(
             dest="/etc/default/prometheus-node-exporter",
             template="node_exporter/prometheus-node-exporter.default.j2",
-        )
+        ),
+        sandbox_dropin("prometheus-node-exporter", "node_exporter/sandbox.conf.j2"),
     ]
 
 

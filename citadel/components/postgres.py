@@ -27,7 +27,7 @@ from citadel.model.backup import (
 )
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component
-from citadel.model.files import FileSpec
+from citadel.model.files import SANDBOX_DROPIN, UNIT_DIR, FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.model.cluster import Cluster, Host
@@ -262,6 +262,10 @@ def service_name(cfg: Config) -> str:
     return f"postgresql@{major_version(cfg)}-main"
 
 
+def sandbox_dropin_path(cfg: Config) -> str:
+    return f"{UNIT_DIR}/{service_name(cfg)}.service.d/{SANDBOX_DROPIN}"
+
+
 def data_dir(cfg: Config) -> str:
     return f"/var/lib/postgresql/{major_version(cfg)}/main"
 
@@ -458,7 +462,18 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             else []
         ),
         *backup_files(view, cfg),
+        sandbox_dropin(
+            service_name(cfg), "postgres/sandbox.conf.j2", writable=sandbox_writable(cfg)
+        ),
     ]
+
+
+def sandbox_writable(cfg: Config) -> list[str]:
+    """What the server writes (the sandbox drop-in's ReadWritePaths=): its data and log, its
+    sockets and lock files, and the WAL archive archive_command fills (the deploy makes it
+    before the restart that turns archiving on)."""
+    paths = ["/var/lib/postgresql", "/var/log/postgresql", "/run/postgresql"]
+    return paths + ([wal_archive(cfg)] if cfg.backup.enabled else [])
 
 
 def backup_files(view: HostView, cfg: Config) -> list[FileSpec]:

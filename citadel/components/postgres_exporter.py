@@ -9,7 +9,7 @@ from pydantic import Field
 from citadel.errors import CitadelError
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -53,6 +53,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             mode="0600",
             secret=True,
             extra={"pg": pg, "verifier": verifier, "literal": postgres.sql_literal},
+            on_change="none",  # psql applies it (the deploy); the exporter does not read it
         ),
         FileSpec(
             dest=ENV_FILE,
@@ -61,6 +62,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             secret=True,
             extra={"pg": pg, "env_quote": env_quote},
         ),
+        sandbox_dropin("prometheus-postgres-exporter", "postgres_exporter/sandbox.conf.j2"),
     ]
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from citadel.model.backup import BackupSettings
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.model.cluster import Cluster, Host
@@ -254,6 +254,7 @@ def files(view: HostView, cfg: Config, absent: Absent | None = None) -> list[Fil
             template="prometheus/prometheus.default.j2",
             extra={"listen": f"{listen}:{cfg.port}"},
         ),
+        sandbox_dropin("prometheus", "prometheus/sandbox.conf.j2"),
     ]
     return out
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component, Scrape
-from citadel.model.files import FileSpec
+from citadel.model.files import FileSpec, sandbox_dropin
 
 if TYPE_CHECKING:
     from citadel.render import HostView
@@ -42,7 +42,8 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
                 "user": EXPORTER_USER,
                 "env_quote": env_quote,
             },
-        )
+        ),
+        sandbox_dropin("prometheus-redis-exporter", "redis_exporter/sandbox.conf.j2"),
     ]
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
+from citadel.components.edge_tls import nginx_sandbox
 from citadel.model.common import ComponentConfig, Port, PortNumber
 from citadel.model.component import Component
 from citadel.model.files import FileSpec
@@ -224,6 +225,7 @@ def files(view: HostView, cfg: Config) -> list[FileSpec]:
             validate=f"{NGINX_CHECK} {{path}}",
             on_change="reload",
         ),
+        nginx_sandbox(),
     ]
 
 

@@ -257,6 +257,9 @@ def test_grouping_routes_and_inhibition(full: Cluster) -> None:
     }
 
 
+SANDBOX = "/etc/systemd/system/prometheus-alertmanager.service.d/50-citadel-sandbox.conf"
+
+
 def test_secret_files_are_masked_private_and_written_first(full: Cluster) -> None:
     rendered = [
         f for f in render_host(full, full.host("monitoring")) if f.component == "alertmanager"
@@ -267,6 +270,7 @@ def test_secret_files_are_masked_private_and_written_first(full: Cluster) -> Non
         am.secret_file("alert_smtp_password"),
         am.CONFIG_FILE,
         am.DEFAULTS_FILE,
+        SANDBOX,
     ]
     for f in rendered[:2]:
         assert f.spec.secret and f.spec.mode == "0640" and f.spec.group == "prometheus"
@@ -392,8 +396,14 @@ def test_deploy_installs_checks_then_reloads_or_restarts_on_change(lab: Cluster)
         (f"alertmanager: configure | Check {am.CONFIG_FILE} with amtool", True),
         (f"alertmanager: configure | Write {am.CONFIG_FILE}", False),
         (f"alertmanager: configure | Write {am.DEFAULTS_FILE}", False),
+        (f"alertmanager: configure | Write {SANDBOX}", False),
+        (f"alertmanager: configure | Reload systemd units ({SANDBOX} changed)", True),
         ("alertmanager: activate | Run prometheus-alertmanager", False),
-        ("alertmanager: activate | Restart prometheus-alertmanager (listen address changed)", True),
+        (
+            "alertmanager: activate | Restart prometheus-alertmanager "
+            "(listen address or sandbox changed)",
+            True,
+        ),
         (
             "alertmanager: activate | Reload prometheus-alertmanager "
             "(configuration or receiver secret changed)",

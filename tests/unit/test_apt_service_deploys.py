@@ -23,10 +23,21 @@ FACTS: dict[Any, Any] = {
     "PostgresState": {"roles": {}},
 }
 
+
+def dropin(component: str, unit: str) -> list[tuple[str, bool]]:
+    """A packaged unit's sandbox drop-in: written, then systemd reloads its units if it changed."""
+    path = f"/etc/systemd/system/{unit}.service.d/50-citadel-sandbox.conf"
+    return [
+        (f"{component}: configure | Write {path}", False),
+        (f"{component}: configure | Reload systemd units ({path} changed)", True),
+    ]
+
+
 EXPECTED = {
     "node_exporter": [
         ("node_exporter: install | Install prometheus-node-exporter", False),
         ("node_exporter: configure | Write /etc/default/prometheus-node-exporter", False),
+        *dropin("node_exporter", "prometheus-node-exporter"),
         ("node_exporter: activate | Restart prometheus-node-exporter (config changed)", True),
         ("node_exporter: activate | Run prometheus-node-exporter", False),
     ],
@@ -80,6 +91,7 @@ EXPECTED = {
     "redis_exporter": [
         ("redis_exporter: install | Install prometheus-redis-exporter", False),
         ("redis_exporter: configure | Write /etc/default/prometheus-redis-exporter", False),
+        *dropin("redis_exporter", "prometheus-redis-exporter"),
         ("redis_exporter: activate | Restart prometheus-redis-exporter (config changed)", True),
         ("redis_exporter: activate | Run prometheus-redis-exporter", False),
     ],
@@ -87,6 +99,7 @@ EXPECTED = {
         ("postgres_exporter: install | Install prometheus-postgres-exporter", False),
         ("postgres_exporter: configure | Write /etc/citadel/postgres/exporter-role.sql", False),
         ("postgres_exporter: configure | Write /etc/default/prometheus-postgres-exporter", False),
+        *dropin("postgres_exporter", "prometheus-postgres-exporter"),
         (
             "postgres_exporter: activate | postgres_exporter: login role citadel_monitor "
             "(pg_monitor)",

@@ -8,8 +8,12 @@ from typing import Any
 
 from citadel.components import alertmanager as am
 from tests.verify.declared import wait_for
+from tests.verify.test_gateway import assert_sandboxed
 
 COMPONENT = "alertmanager"
+# prometheus-alertmanager with its sandbox drop-in scores this or below
+# (Debian's unit alone 9.2; docs/security.md).
+SANDBOX_EXPOSURE = 1.5
 DISCOVERY_SETTLE_S = 60  # Prometheus (re)loaded by the same converge finds it within seconds
 
 
@@ -58,3 +62,8 @@ def test_prometheus_sends_to_it(target):
 
     got = wait_for(active, lambda urls: bool(urls), timeout_s=DISCOVERY_SETTLE_S, interval_s=5)
     assert f"http://{_listen(target)}/api/v2/alerts" in got, got
+
+
+def test_service_is_sandboxed(target):
+    """Debian's unit with citadel's drop-in (templates/_shared/sandbox.j2), as systemd loaded it."""
+    assert_sandboxed(target.infra, "prometheus-alertmanager", SANDBOX_EXPOSURE)

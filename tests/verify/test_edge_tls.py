@@ -6,8 +6,12 @@ import json
 import shlex
 
 from tests.verify.declared import wait_for
+from tests.verify.test_gateway import assert_sandboxed
 
 COMPONENT = "edge_tls"
+# nginx with its sandbox drop-in scores this or below
+# (Debian's unit alone 9.6; nginx starts as root and keeps 5 capabilities; docs/security.md).
+SANDBOX_EXPOSURE = 2.5
 GATEWAY_SETTLE_S = 30  # the gateway (re)started by the converge just before
 
 
@@ -123,3 +127,8 @@ def test_the_front_closes_slow_and_idle_clients_and_refuses_oversized_heads(targ
     assert got["big_status"] in (400, 431) and got["big_code"] == "INVALID_PARAMS", got
     assert got["legit_status"] == 200 and got["legit_s"] < 1.0, got
     assert got["idle_closed"] == idle, got
+
+
+def test_service_is_sandboxed(target):
+    """Debian's unit with citadel's drop-in (templates/_shared/sandbox.j2), as systemd loaded it."""
+    assert_sandboxed(target.infra, "nginx", SANDBOX_EXPOSURE)

@@ -16,9 +16,12 @@ from citadel.components import postgres
 from citadel.render import HostView
 from tests.acceptance.examples import PERFORMANCE_QUERY as DOC_METRICS_QUERY
 from tests.acceptance.examples import SIMILARITY_QUERY as DOC_SIMILAR_QUERY
-from tests.verify.test_gateway import MAX_EXPOSURE, exposure
+from tests.verify.test_gateway import MAX_EXPOSURE, assert_sandboxed, exposure
 
 COMPONENT = "postgres"
+# postgresql@<version>-main with its sandbox drop-in scores this or below
+# (Debian's unit alone 9.6; JIT: no MemoryDenyWriteExecute; docs/security.md).
+SANDBOX_EXPOSURE = 2.0
 
 # A Python one-liner run on another host: send a PostgreSQL startup message and report what the
 # server answers first ("R": it asks for authentication; "E ...": refused with the reason).
@@ -309,3 +312,8 @@ def test_application_databases_are_their_own_roles_only(target):
         for role, db in ((app.role, cfg.database), (cfg.app_role, app.name)):
             out = on.check_output(f"{probe} {role} {db}")
             assert "no pg_hba.conf entry" in out, f"{role} -> {db} from {client.name}: {out}"
+
+
+def test_service_is_sandboxed(target):
+    """Debian's unit with citadel's drop-in (templates/_shared/sandbox.j2), as systemd loaded it."""
+    assert_sandboxed(target.infra, postgres.service_name(target.host.postgres), SANDBOX_EXPOSURE)

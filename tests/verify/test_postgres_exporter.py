@@ -2,7 +2,12 @@
 
 import time
 
+from tests.verify.test_gateway import assert_sandboxed
+
 COMPONENT = "postgres_exporter"
+# prometheus-postgres-exporter with its sandbox drop-in scores this or below
+# (Debian's unit alone 9.2; docs/security.md).
+SANDBOX_EXPOSURE = 1.5
 
 
 def test_service_runs_and_is_enabled(target):
@@ -39,3 +44,8 @@ def test_monitoring_role_is_least_privilege(target):
         f"WHERE rolname = '{role}'\""
     )
     assert out.strip() == "000:1"
+
+
+def test_service_is_sandboxed(target):
+    """Debian's unit with citadel's drop-in (templates/_shared/sandbox.j2), as systemd loaded it."""
+    assert_sandboxed(target.infra, "prometheus-postgres-exporter", SANDBOX_EXPOSURE)

@@ -18,8 +18,12 @@ import pytest
 from citadel.components import prometheus as prom
 from citadel.metrics import DOCUMENT_QUERIES
 from tests.verify.declared import declared_skip, deployed_host, wait_for
+from tests.verify.test_gateway import assert_sandboxed
 
 COMPONENT = "prometheus"
+# prometheus with its sandbox drop-in scores this or below
+# (Debian's unit alone 3.9; docs/security.md).
+SANDBOX_EXPOSURE = 1.5
 SCRAPE_SETTLE_S = 60  # targets (re)started by the converge are up after a scrape or two
 
 
@@ -152,3 +156,8 @@ def test_document_query(target, query):
         if _api(target, "/api/v1/query", query=query)["data"]["result"]:
             return
     pytest.fail(f"{query}: no data 120 s after the gateway served requests")
+
+
+def test_service_is_sandboxed(target):
+    """Debian's unit with citadel's drop-in (templates/_shared/sandbox.j2), as systemd loaded it."""
+    assert_sandboxed(target.infra, "prometheus", SANDBOX_EXPOSURE)

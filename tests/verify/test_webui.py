@@ -12,6 +12,7 @@ import urllib.request
 from typing import Any
 
 from citadel.components import webui
+from tests.verify.test_edge_tls import SANDBOX_EXPOSURE as NGINX_SANDBOX_EXPOSURE
 from tests.verify.test_gateway import assert_sandboxed
 from tests.verify.webui_browser import chat_in_browser
 
@@ -201,3 +202,8 @@ def test_the_monitoring_links_answer(target):
         assert f"[{label}]({url})" in text, f"{label} is not in the banner"
         with urllib.request.urlopen(url, timeout=10) as rsp:
             assert rsp.status == 200, f"{url}: {rsp.status}"
+
+
+def test_nginx_is_sandboxed(target):
+    """The site's nginx: Debian's unit with the same drop-in as edge_tls's (its bound)."""
+    assert_sandboxed(target.infra, "nginx", NGINX_SANDBOX_EXPOSURE)
