@@ -1,16 +1,13 @@
 """PostgreSQL with pgvector: citadel_db, its schemas, least-privilege roles, migrations.
 
-Pure model code: which packages (from the host's distribution facts), which files, which
-pg_hba rules, SCRAM verifiers. The deploy (deploys/postgres.py) reads facts and runs operations.
+Pure model code: which packages (from the host's distribution facts), which files; its pg_hba
+rules (citadel.model.pg_hba) and SCRAM verifiers (citadel.model.scram). The deploy
+(deploys/postgres.py) reads facts and runs operations.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -28,9 +25,15 @@ from citadel.model.backup import (
 from citadel.model.common import ComponentConfig, Port, PortNumber, StrictModel
 from citadel.model.component import Component
 from citadel.model.files import SANDBOX_DROPIN, UNIT_DIR, FileSpec, sandbox_dropin
+from citadel.model.pg_hba import HbaRule as HbaRule
+from citadel.model.pg_hba import client_networks as client_networks
+from citadel.model.pg_hba import hba_rules as hba_rules
+from citadel.model.scram import SCRAM_ITERATIONS as SCRAM_ITERATIONS
+from citadel.model.scram import scram_sha256 as scram_sha256
+from citadel.model.scram import sql_literal as sql_literal
+from citadel.model.scram import verifier_digest as verifier_digest
 
 if TYPE_CHECKING:
-    from citadel.model.cluster import Cluster, Host
     from citadel.render import HostView
 
 DOCUMENT_SCHEMAS = ["ai_models", "embeddings", "users", "experiments", "monitoring"]
@@ -293,117 +296,12 @@ def restore_command(cfg: Config) -> str:
     return f'cp "{wal_archive(cfg)}/%f" "%p"'
 
 
-# -- pg_hba -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HbaRule:
-    type: Literal["local", "host"]
-    database: str
-    users: tuple[str, ...]
-    address: str  # "" for local
-    method: str
-    comment: str = ""
-
-    def line(self) -> str:
-        users = ",".join(self.users)
-        if self.type == "local":
-            return f"local   {self.database:<12} {users:<40} {'':<18} {self.method}"
-        return f"host    {self.database:<12} {users:<40} {self.address:<18} {self.method}"
-
-
-def client_networks(
-    cluster: Cluster, host: Host, cfg: Config, clients: list[str] | None = None
-) -> list[tuple[str, str]]:
-    """(CIDR, who) for every client the inventory allows to reach the document's database on
-    `host` (allowed_clients), or the given `clients` (an application database's)."""
-    refs = cfg.allowed_clients if clients is None else clients
-    port = Port(service="postgres", number=cfg.port, clients=tuple(refs))
-    allowed = cluster.port_clients(host, port)
-    if allowed == "any":
-        return [("0.0.0.0/0", "any")]
-    if allowed == "admins":
-        return [(str(n), "admin network") for n in host.firewall.admin_networks]
-    by_addr: dict[IPv4Address, str] = {h.address: h.name for h in cluster.hosts}
-    return [
-        (str(a), "network")
-        if isinstance(a, IPv4Network)
-        else (str(IPv4Network(f"{a}/32")), by_addr.get(a, ""))
-        for a in allowed
-    ]
-
-
-def hba_rules(cluster: Cluster, host: Host, cfg: Config) -> list[HbaRule]:
-    """Only what is needed: local admin by peer, the owner on loopback, the app and read-only
-    roles from the inventory's allowed clients, the exporter's login on loopback; scram only."""
-    db = cfg.database
-    rules = [
-        HbaRule("local", "all", ("postgres",), "", "peer", "administration as the postgres user"),
-    ]
-    if cfg.backup.enabled:
-        rules.append(
-            HbaRule(
-                "local",
-                "replication",
-                ("postgres",),
-                "",
-                "peer",
-                "base backups (pg_basebackup as the postgres user)",
-            )
-        )
-    local_users: tuple[str, ...] = (cfg.owner_role, cfg.app_role, cfg.readonly_role)
-    if host.postgres_exporter is not None and host.postgres_exporter.skip is None:
-        local_users += (host.postgres_exporter.role,)
-    for loopback in ("127.0.0.1/32", "::1/128"):
-        rules.append(HbaRule("host", db, local_users, loopback, "scram-sha-256", "this host"))
-    for cidr, who in client_networks(cluster, host, cfg):
-        rules.append(
-            HbaRule("host", db, (cfg.app_role, cfg.readonly_role), cidr, "scram-sha-256", who)
-        )
-    for app in cfg.databases:
-        for cidr, who in client_networks(cluster, host, cfg, app.clients):
-            comment = f"{app.name}: its own role, from {who or cidr}"
-            rules.append(HbaRule("host", app.name, (app.role,), cidr, "scram-sha-256", comment))
-    return rules
-
-
-# -- SCRAM verifiers --------------------------------------------------------------------------
-
-SCRAM_ITERATIONS = 4096
-
-
-def scram_sha256(password: str, role: str, iterations: int = SCRAM_ITERATIONS) -> str:
-    """A PostgreSQL SCRAM-SHA-256 verifier for `password`, computed on the controller.
-
-    The salt is derived from the password and the role name, so the verifier is stable across
-    runs (the deploy reports a change only when a password really changes) and differs between
-    roles; the plaintext password never leaves the controller.
-    """
-    salt = hmac.new(password.encode(), b"citadel-scram-salt:" + role.encode(), "sha256").digest()
-    salt = salt[:16]
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-
-    def b64(b: bytes) -> str:
-        return base64.b64encode(b).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+# -- SCRAM verifiers (citadel.model.scram) ---------------------------------------------------
 
 
 def role_verifiers(view: HostView, cfg: Config) -> dict[str, str]:
     """Login role -> SCRAM verifier (masked previews get the verifier of the mask)."""
     return {role: scram_sha256(view.secret(s), role) for role, s in cfg.role_secrets().items()}
-
-
-def verifier_digest(verifier: str) -> str:
-    """What the role fact reports for a role's stored password (md5 of pg_authid.rolpassword)."""
-    return hashlib.md5(verifier.encode()).hexdigest()
 
 
 # -- files ------------------------------------------------------------------------------------
