@@ -17,6 +17,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Checks of a converged cluster: they need an inventory (`citadel verify` and the e2e give one).
+CLUSTER_SUITES = (ROOT / "tests" / "verify", ROOT / "tests" / "acceptance")
+CLUSTER_FIXTURES = frozenset({"doc", "target"})
+
+
+def needs_a_cluster(item: pytest.Item) -> bool:
+    """A test of tests/verify or tests/acceptance that reads the cluster (its `doc`/`target`)."""
+    path = Path(str(item.fspath))
+    in_suite = any(path.is_relative_to(suite) for suite in CLUSTER_SUITES)
+    return in_suite and bool(CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --inventory the cluster checks are deselected, not skipped: a skip is a reason the
+    inventory declares, and a run over all of tests/ (`make test`) has no cluster to declare it."""
+    if config.getoption("--inventory"):
+        return
+    dropped = [item for item in items if needs_a_cluster(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not needs_a_cluster(item)]
+
+
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
